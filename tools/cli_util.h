@@ -1,0 +1,57 @@
+/* Helpers the subcommands share (not subcommands themselves): shape lists,
+ * timing, seeded data, backend names. */
+#ifndef FP8GEMM_CLI_UTIL_H
+#define FP8GEMM_CLI_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fp8gemm.h"
+
+typedef struct cli_shape {
+  char set[32];
+  size_t N, K;
+  size_t m_count;
+  size_t m_values[32];
+} cli_shape;
+
+/* Parses either a shapes file (set,N,K,"M values") or an inline list
+ * "M,N,K;M,N,K". Returns the count, or -1 with a message on stderr. */
+int cli_load_shapes(const char *spec, cli_shape **shapes);
+
+/* Monotonic seconds. */
+double cli_now(void);
+
+/* splitmix64 + Box-Muller; deterministic for a seed. */
+typedef struct cli_rng {
+  uint64_t state;
+} cli_rng;
+void cli_rng_seed(cli_rng *rng, uint64_t seed);
+float cli_normal(cli_rng *rng);
+
+/* "cpu" | "cuda" | "auto" -> backend; -1 if unknown. */
+int cli_parse_backend(const char *name);
+
+/* Prints "fp8gemm <cmd>: <what>: <status> (<message>)" and returns 1. */
+int cli_fail(const char *cmd, const char *what, fp8gemm_status status);
+
+/* A layer's quantized weight on the host (plain) with its scales. */
+typedef struct cli_layer {
+  size_t N, K, groups;
+  uint8_t *wq;
+  float *w_scale;
+} cli_layer;
+
+/* Relative error of y [M, N] (host fp32, row stride N) on up to 8 sampled
+ * rows, against the fp64 reference on the same rows of x [M, K] quantized
+ * by `host_ctx`. INFINITY if anything is NaN or fails. */
+double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M, const float *x,
+                      const float *y);
+
+/* Median seconds of one fp8gemm_linear (f32 in and out, backend memory),
+ * after a warm-up, repeating for about `budget` seconds (3 runs at least). */
+fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+                               const void *x, void *y, void *ws, size_t ws_bytes, double budget,
+                               double *seconds);
+
+#endif
