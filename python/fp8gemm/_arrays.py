@@ -1,0 +1,414 @@
+"""Zero-copy views of numpy arrays and torch tensors for the C library.
+
+The library reads matrices as a base pointer, a shape and a row stride
+("leading dimension", in elements), with unit stride inside a row. This module
+turns an array into exactly that, or refuses it with an
+:class:`~fp8gemm.InvalidArgumentError` that says what is wrong (dtype, device,
+rank, shape, a stride that is not 1 inside rows, a negative stride, a
+misaligned pointer). Nothing is ever copied here: an array that cannot be
+described is refused, never silently made contiguous.
+
+Arrays stay referenced by the :class:`Matrix` describing them, so their memory
+lives at least as long as the description.
+
+torch is imported lazily: the package works without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .enums import FLOAT_DTYPES, DType
+from .errors import InvalidArgumentError
+
+# --------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where an array lives: the host, or one CUDA device."""
+
+    kind: str  # "cpu" or "cuda"
+    index: int = 0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+    def __str__(self) -> str:
+        return f"cuda:{self.index}" if self.is_cuda else "cpu"
+
+
+HOST = Device("cpu")
+
+# --------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------
+
+try:  # ml_dtypes gives numpy bfloat16 and float8 types; optional
+    import ml_dtypes as _ml_dtypes
+
+    NUMPY_BFLOAT16: Optional[np.dtype] = np.dtype(_ml_dtypes.bfloat16)
+    NUMPY_FLOAT8_E4M3FN: Optional[np.dtype] = np.dtype(_ml_dtypes.float8_e4m3fn)
+    NUMPY_FLOAT8_E4M3FNUZ: Optional[np.dtype] = np.dtype(_ml_dtypes.float8_e4m3fnuz)
+except ImportError:  # pragma: no cover - depends on the environment
+    NUMPY_BFLOAT16 = NUMPY_FLOAT8_E4M3FN = NUMPY_FLOAT8_E4M3FNUZ = None
+
+
+def torch_module() -> Any:
+    """torch if it is imported already (never imports it: no array of it can
+    exist otherwise)."""
+    return sys.modules.get("torch")
+
+
+def is_torch_tensor(obj: Any) -> bool:
+    torch = torch_module()
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _numpy_dtype_code(dtype: np.dtype) -> Optional[DType]:
+    if not dtype.isnative and dtype.itemsize > 1:
+        return None
+    if dtype == np.float32:
+        return DType.F32
+    if dtype == np.float16:
+        return DType.F16
+    if dtype == np.uint8:
+        return DType.E4M3FN  # raw e4m3fn bytes
+    if NUMPY_BFLOAT16 is not None:
+        if dtype == NUMPY_BFLOAT16:
+            return DType.BF16
+        if dtype == NUMPY_FLOAT8_E4M3FN:
+            return DType.E4M3FN
+        if dtype == NUMPY_FLOAT8_E4M3FNUZ:
+            return DType.E4M3FNUZ
+    return None
+
+
+def _torch_dtype_code(dtype: Any) -> Optional[DType]:
+    torch = torch_module()
+    table = {
+        torch.float32: DType.F32,
+        torch.float16: DType.F16,
+        torch.bfloat16: DType.BF16,
+        torch.uint8: DType.E4M3FN,  # raw e4m3fn bytes
+        torch.float8_e4m3fn: DType.E4M3FN,
+        torch.float8_e4m3fnuz: DType.E4M3FNUZ,
+    }
+    return table.get(dtype)
+
+
+DTypeLike = Union[DType, str, np.dtype, type, Any]
+
+_DTYPE_NAMES = {
+    "f32": DType.F32,
+    "float32": DType.F32,
+    "float": DType.F32,
+    "bf16": DType.BF16,
+    "bfloat16": DType.BF16,
+    "f16": DType.F16,
+    "float16": DType.F16,
+    "half": DType.F16,
+}
+
+
+def parse_float_dtype(value: DTypeLike, what: str = "out_dtype") -> DType:
+    """f32 / bf16 / f16 from a :class:`DType`, a name ("bf16", "float32"),
+    a numpy dtype or a torch dtype."""
+    code: Optional[DType] = None
+    if isinstance(value, DType):
+        code = value
+    elif isinstance(value, str):
+        code = _DTYPE_NAMES.get(value.lower())
+    elif torch_module() is not None and isinstance(value, torch_module().dtype):
+        code = _torch_dtype_code(value)
+    else:
+        try:
+            code = _numpy_dtype_code(np.dtype(value))
+        except TypeError:
+            code = None
+    if code not in FLOAT_DTYPES:
+        raise InvalidArgumentError(f"{what} {value!r} is not float32, bfloat16 or float16")
+    return code
+
+
+def numpy_dtype(code: DType) -> np.dtype:
+    """The numpy dtype holding elements of ``code`` (e4m3 as uint8 bytes)."""
+    if code is DType.F32:
+        return np.dtype(np.float32)
+    if code is DType.F16:
+        return np.dtype(np.float16)
+    if code is DType.BF16:
+        if NUMPY_BFLOAT16 is None:
+            raise InvalidArgumentError(
+                "bfloat16 numpy arrays need the ml_dtypes package (pip install ml_dtypes); "
+                "ask for out_dtype='float32' or 'float16' instead"
+            )
+        return NUMPY_BFLOAT16
+    return np.dtype(np.uint8)
+
+
+def torch_dtype(code: DType) -> Any:
+    torch = torch_module()
+    return {
+        DType.F32: torch.float32,
+        DType.F16: torch.float16,
+        DType.BF16: torch.bfloat16,
+        DType.E4M3FN: torch.float8_e4m3fn,
+        DType.E4M3FNUZ: torch.float8_e4m3fnuz,
+    }[code]
+
+
+# --------------------------------------------------------------------------
+# Array descriptions
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Array:
+    """An array as the library sees it: pointer, shape, strides in elements."""
+
+    obj: Any  # the numpy array or torch tensor (kept alive)
+    is_torch: bool
+    pointer: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]  # in elements
+    dtype: DType
+    device: Device
+    what: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+def describe(
+    obj: Any,
+    what: str,
+    allowed: Sequence[DType],
+    *,
+    writable: bool = False,
+) -> Array:
+    """Describes a numpy array or torch tensor; refuses other dtypes.
+
+    Objects that are neither (lists, scalars) are converted with
+    ``numpy.asarray`` unless ``writable`` is asked (an output must be a real
+    array the caller holds).
+    """
+    if is_torch_tensor(obj):
+        return _describe_torch(obj, what, allowed, writable)
+    if not isinstance(obj, np.ndarray):
+        if writable:
+            raise InvalidArgumentError(
+                f"{what}: expected a numpy array or torch tensor, got {type(obj).__name__}"
+            )
+        obj = np.asarray(obj)
+    return _describe_numpy(obj, what, allowed, writable)
+
+
+def _allowed_names(allowed: Sequence[DType]) -> str:
+    names = {
+        DType.F32: "float32",
+        DType.BF16: "bfloat16",
+        DType.F16: "float16",
+        DType.E4M3FN: "float8_e4m3fn (or uint8 bytes)",
+        DType.E4M3FNUZ: "float8_e4m3fnuz",
+    }
+    return ", ".join(names[a] for a in allowed)
+
+
+def _describe_numpy(array: np.ndarray, what: str, allowed: Sequence[DType], writable: bool) -> Array:
+    code = _numpy_dtype_code(array.dtype)
+    if code is None or code not in allowed:
+        raise InvalidArgumentError(
+            f"{what}: dtype {array.dtype} is not supported here (expected {_allowed_names(allowed)})"
+        )
+    if writable and not array.flags.writeable:
+        raise InvalidArgumentError(f"{what}: the array is read-only")
+    itemsize = array.dtype.itemsize
+    strides: list[int] = []
+    for axis, (extent, stride) in enumerate(zip(array.shape, array.strides)):
+        if stride % itemsize != 0:
+            raise InvalidArgumentError(
+                f"{what}: stride {stride} bytes of axis {axis} is not a multiple of the "
+                f"element size {itemsize}"
+            )
+        strides.append(stride // itemsize)
+    pointer = array.__array_interface__["data"][0]
+    if array.size and pointer % itemsize != 0:
+        raise InvalidArgumentError(f"{what}: data pointer {pointer:#x} is not aligned to {itemsize} bytes")
+    return Array(array, False, pointer, tuple(array.shape), tuple(strides), code, HOST, what)
+
+
+def _describe_torch(tensor: Any, what: str, allowed: Sequence[DType], writable: bool) -> Array:
+    code = _torch_dtype_code(tensor.dtype)
+    if code is None or code not in allowed:
+        raise InvalidArgumentError(
+            f"{what}: dtype {tensor.dtype} is not supported here (expected {_allowed_names(allowed)})"
+        )
+    device_type = tensor.device.type
+    if device_type == "cpu":
+        device = HOST
+    elif device_type == "cuda":
+        device = Device("cuda", tensor.device.index if tensor.device.index is not None else 0)
+    else:
+        raise InvalidArgumentError(f"{what}: tensors on device '{tensor.device}' are not supported")
+    if tensor.requires_grad and writable:
+        raise InvalidArgumentError(f"{what}: an output must not require grad")
+    pointer = tensor.data_ptr()
+    itemsize = tensor.element_size()
+    if tensor.numel() and pointer % itemsize != 0:
+        raise InvalidArgumentError(f"{what}: data pointer {pointer:#x} is not aligned to {itemsize} bytes")
+    return Array(tensor, True, pointer, tuple(tensor.shape), tuple(tensor.stride()), code, device, what)
+
+
+# --------------------------------------------------------------------------
+# Matrices: rows of contiguous elements, one row stride
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Matrix:
+    """A 2-D view [rows, cols] with unit stride along cols and row stride ``ld``.
+
+    ``array.shape`` may have more than 2 dimensions (leading ones collapsed
+    into rows, which requires them to be evenly spaced).
+    """
+
+    array: Array
+    rows: int
+    cols: int
+    ld: int
+
+    @property
+    def pointer(self) -> int:
+        return self.array.pointer
+
+
+def as_matrix(array: Array, *, collapse_leading: bool = False) -> Matrix:
+    """The rows of an array: 2-D, or N-D with ``collapse_leading``.
+
+    Requires stride 1 along the last axis and a uniform, non-negative row
+    stride of at least the row length.
+    """
+    shape, strides, what = array.shape, array.strides, array.what
+    if len(shape) < 1 or (len(shape) != 2 and not collapse_leading):
+        raise InvalidArgumentError(f"{what}: expected a 2-D array [rows, cols], got shape {list(shape)}")
+    cols = shape[-1]
+    if 0 in shape:  # empty: nothing is read or written, strides do not matter
+        return Matrix(array, 0 if 0 in shape[:-1] else int(np.prod(shape[:-1])), cols, max(cols, 1))
+    if cols > 1 and strides[-1] != 1:
+        raise InvalidArgumentError(
+            f"{what}: rows must be contiguous (stride 1 along the last axis), got strides "
+            f"{list(strides)} (in elements); pass a contiguous array (.contiguous() / "
+            f"numpy.ascontiguousarray)"
+        )
+    # Collapse the leading axes into one: each must step by the next one's
+    # extent times its stride (axes of extent 1 step by anything).
+    rows = 1
+    ld: Optional[int] = None
+    for axis in range(len(shape) - 2, -1, -1):
+        extent, stride = shape[axis], strides[axis]
+        if extent == 1:
+            continue
+        if stride < 0:
+            raise InvalidArgumentError(f"{what}: negative stride {stride} on axis {axis}")
+        if ld is None:
+            ld = stride
+        elif stride != ld * rows:
+            raise InvalidArgumentError(
+                f"{what}: the leading axes of shape {list(shape)} with strides {list(strides)} "
+                f"cannot be viewed as rows with one row stride; pass a contiguous array"
+            )
+        rows *= extent
+    if ld is None or rows <= 1:
+        ld = cols
+    if rows > 1 and ld < cols:
+        raise InvalidArgumentError(
+            f"{what}: row stride {ld} is smaller than the row length {cols} (rows overlap)"
+        )
+    return Matrix(array, rows, cols, max(ld, 1))
+
+
+def check_contiguous(array: Array) -> None:
+    """Refuses an array that is not dense row-major (C order)."""
+    expected = 1
+    for axis in range(len(array.shape) - 1, -1, -1):
+        extent, stride = array.shape[axis], array.strides[axis]
+        if extent != 1 and stride != expected:
+            raise InvalidArgumentError(
+                f"{array.what}: must be contiguous (row-major, no gaps): shape "
+                f"{list(array.shape)}, strides {list(array.strides)} in elements; "
+                f"pass .contiguous() / numpy.ascontiguousarray(...)"
+            )
+        expected *= extent
+
+
+def check_shape(array: Array, expected: Sequence[int]) -> None:
+    if tuple(array.shape) != tuple(expected):
+        raise InvalidArgumentError(
+            f"{array.what}: shape {list(array.shape)} does not match the expected {list(expected)}"
+        )
+
+
+def check_same_device(arrays: Sequence[Array]) -> Device:
+    devices = {a.device for a in arrays}
+    if len(devices) > 1:
+        listing = ", ".join(f"{a.what} on {a.device}" for a in arrays)
+        raise InvalidArgumentError(f"arrays must be on one device: {listing}")
+    return arrays[0].device
+
+
+# --------------------------------------------------------------------------
+# Allocation of results in the caller's framework
+# --------------------------------------------------------------------------
+
+
+def empty(like: Array, shape: Sequence[int], code: DType) -> Any:
+    """An uninitialized array of ``shape`` and ``code`` in the framework and on
+    the device of ``like`` (torch: from torch's caching allocator)."""
+    if like.is_torch:
+        torch = torch_module()
+        return torch.empty(tuple(shape), dtype=torch_dtype(code), device=like.obj.device)
+    return np.empty(tuple(shape), dtype=numpy_dtype(code))
+
+
+def empty_bytes(like: Array, nbytes: int) -> Any:
+    """A workspace of ``nbytes`` bytes beside ``like`` (torch only; numpy
+    callers let the library allocate)."""
+    torch = torch_module()
+    return torch.empty((nbytes,), dtype=torch.uint8, device=like.obj.device)
+
+
+@dataclass
+class RawArray:
+    """Any array's memory, whatever its element type (for file I/O)."""
+
+    obj: Any
+    pointer: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]  # in elements
+    itemsize: int
+    device: Device
+    what: str
+
+
+def describe_raw(obj: Any, what: str) -> RawArray:
+    """Describes a numpy array or torch tensor of any element type."""
+    if is_torch_tensor(obj):
+        device = HOST if obj.device.type == "cpu" else Device(obj.device.type, obj.device.index or 0)
+        return RawArray(obj, obj.data_ptr(), tuple(obj.shape), tuple(obj.stride()),
+                        obj.element_size(), device, what)
+    array = np.asarray(obj)
+    itemsize = array.dtype.itemsize
+    strides = tuple(s // itemsize for s in array.strides)
+    if any(s % itemsize for s in array.strides):
+        raise InvalidArgumentError(f"{what}: strides {array.strides} are not whole elements")
+    return RawArray(array, array.__array_interface__["data"][0], tuple(array.shape), strides,
+                    itemsize, HOST, what)
