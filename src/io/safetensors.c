@@ -187,7 +187,7 @@ static fp8gemm_status parse_tensor(fp8gemm_safetensors *file, const char *name, 
     return fp8gemm_set_error(FP8GEMM_ERROR_PARSE,
                              "%s: tensor '%s': field 'shape' has rank %zu, above %d", origin,
                              name, rank, FP8GEMM_ST_MAX_RANK);
-  if (*shape_used + rank > *shape_cap) {
+  if (!file->shapes || *shape_used + rank > *shape_cap) { /* never NULL: views point into it */
     size_t cap = (*shape_cap ? *shape_cap * 2 : 64) + rank;
     size_t *grown = realloc(file->shapes, cap * sizeof *grown);
     if (!grown)
@@ -441,7 +441,7 @@ static void fill_view(const fp8gemm_safetensors *file, const st_tensor *t,
   view->name = t->name;
   view->dtype = t->dtype;
   view->rank = t->rank;
-  view->shape = file->shapes ? file->shapes + t->shape_index : NULL;
+  view->shape = file->shapes + t->shape_index;
   view->elements = t->elements;
   view->data = file->data + t->begin;
   view->offset = t->begin;

@@ -253,6 +253,27 @@ static void test_reads_foreign_layout(void **state) {
   assert_string_equal(v.name, "z");
   assert_string_equal(fp8gemm_safetensors_metadata(f, "format"), "pt");
   fp8gemm_safetensors_close(f);
+  /* A rank-0 tensor first (found by the fuzzer: the shape pool was NULL). */
+  free(bytes);
+  bytes = make_bytes("{\"s\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]},"
+                     "\"e\":{\"dtype\":\"U8\",\"shape\":[0,5],\"data_offsets\":[8,8]}}",
+                     8, &size);
+  TU_OK(fp8gemm_safetensors_open_memory(bytes, size, &f));
+  TU_OK(fp8gemm_safetensors_find(f, "s", &v));
+  assert_int_equal(v.rank, 0);
+  assert_non_null(v.shape);
+  assert_int_equal(v.elements, 1);
+  TU_OK(fp8gemm_safetensors_find(f, "e", &v));
+  assert_int_equal(v.shape[1], 5);
+  assert_int_equal(v.elements, 0);
+  fp8gemm_safetensors_close(f);
+  free(bytes);
+  bytes = make_bytes("{\"s\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}", 8,
+                     &size);
+  TU_OK(fp8gemm_safetensors_open_memory(bytes, size, &f));
+  TU_OK(fp8gemm_safetensors_find(f, "s", &v));
+  assert_non_null(v.shape); /* a valid (empty) array, as for every view */
+  fp8gemm_safetensors_close(f);
   /* An empty file of the format: just "{}". */
   free(bytes);
   bytes = make_bytes("{}", 0, &size);
