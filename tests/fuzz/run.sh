@@ -19,9 +19,10 @@ if [[ -z "$cc" ]]; then
   echo "run.sh: no clang found (apt-get install -y clang-14 libclang-rt-14-dev)" >&2
   exit 1
 fi
+mkdir -p "$build"
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DFP8GEMM_FUZZ=ON -DFP8GEMM_SANITIZE=ON -DFP8GEMM_CUDA=OFF > "$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log" >&2; exit 1; }
+  -DFP8GEMM_FUZZ=ON -DFP8GEMM_SANITIZE=ON -DFP8GEMM_CUDA=OFF > "$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log" >&2; exit 1; }
 cmake --build "$build" --target fuzz_safetensors -j "${JOBS:-2}"
 
 artifacts=${FUZZ_ARTIFACTS:-$build/artifacts}
