@@ -24,6 +24,11 @@ run: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
+# The GPU tests (tests/cuda, label gpu); each exits 77 (skipped) without a
+# Hopper GPU. bench/gpu_run.sh adds compute-sanitizer and the benchmark.
+test-gpu: build
+	cd $(BUILD) && ctest --output-on-failure -L gpu $(CTEST_ARGS)
+
 # The suite under AddressSanitizer + UndefinedBehaviorSanitizer (CPU build).
 test-asan:
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DFP8GEMM_SANITIZE=ON -DFP8GEMM_CUDA=OFF

@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""CUDA benchmark: this project's kernels against torch's blockwise scaled_mm
+(cuBLASLt), in one process on one GPU, over shared/shapes.csv.
+
+libfp8gemm.so is loaded through ctypes (no Python extension needed on the
+GPU machine); torch allocates the device buffers, runs the peer, and times
+everything with CUDA events on one stream. Inputs are random (never zeros)
+and rotated through several copies whose total exceeds the L2 cache; every
+time is the median over many calls.
+
+Writes JSON (card, driver, CUDA version, date, per row: M, N, K, ours per
+layout, peer, TFLOP/s, ratio; small-M rows also GB/s against the measured
+device-to-device copy rate, fused vs two-launch linear) and a PNG plot.
+
+usage: cuda_bench.py --lib build/libfp8gemm.so --shapes shared/shapes.csv
+                     --out bench/results/cuda-h100.json [--quick]
+"""
+import argparse
+import ctypes as C
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import torch
+
+# ---- the C API through ctypes ---------------------------------------------------
+BACKEND_CUDA = 1
+DTYPE_F32, DTYPE_BF16, DTYPE_F16, DTYPE_E4M3FN = 0, 1, 2, 3
+LAYOUT_PLAIN, LAYOUT_SM90 = 0, 2
+SCALE_ROW_MAJOR, SCALE_M_MAJOR = 0, 1
+MEMORY_DEVICE = 1
+
+
+class ContextOptions(C.Structure):
+    _fields_ = [("backend", C.c_int), ("num_threads", C.c_int), ("isa", C.c_char_p),
+                ("cuda_device", C.c_int), ("cuda_stream", C.c_void_p),
+                ("tuned_table_path", C.c_char_p)]
+
+
+class WeightDesc(C.Structure):
+    _fields_ = [("N", C.c_size_t), ("K", C.c_size_t), ("dtype", C.c_int), ("data", C.c_void_p),
+                ("layout", C.c_int), ("memory", C.c_int), ("scale_inv", C.c_void_p),
+                ("bias", C.c_void_p), ("bias_dtype", C.c_int), ("target_layout", C.c_int)]
+
+
+class Lib:
+    def __init__(self, path):
+        self.so = C.CDLL(path)
+        so = self.so
+        so.fp8gemm_last_error.restype = C.c_char_p
+        so.fp8gemm_context_create.argtypes = [C.POINTER(ContextOptions), C.POINTER(C.c_void_p)]
+        so.fp8gemm_context_options_init.argtypes = [C.POINTER(ContextOptions)]
+        so.fp8gemm_context_destroy.argtypes = [C.c_void_p]
+        so.fp8gemm_context_device.argtypes = [C.c_void_p]
+        so.fp8gemm_context_device.restype = C.c_char_p
+        so.fp8gemm_weight_desc_init.argtypes = [C.POINTER(WeightDesc)]
+        so.fp8gemm_weight_create.argtypes = [C.c_void_p, C.POINTER(WeightDesc), C.POINTER(C.c_void_p)]
+        so.fp8gemm_weight_destroy.argtypes = [C.c_void_p]
+        so.fp8gemm_linear_workspace_size.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t,
+                                                     C.POINTER(C.c_size_t)]
+        so.fp8gemm_gemm.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c_void_p, C.c_size_t,
+                                    C.c_void_p, C.c_int, C.c_size_t, C.c_int, C.c_void_p,
+                                    C.c_size_t, C.c_void_p, C.c_size_t]
+        so.fp8gemm_linear.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c_int, C.c_void_p,
+                                      C.c_size_t, C.c_int, C.c_void_p, C.c_size_t, C.c_void_p,
+                                      C.c_size_t]
+        so.fp8gemm_quantize_activations.argtypes = [C.c_void_p, C.c_size_t, C.c_size_t, C.c_int,
+                                                    C.c_void_p, C.c_size_t, C.c_void_p,
+                                                    C.c_size_t, C.c_void_p, C.c_int, C.c_size_t]
+
+    def check(self, status, what):
+        if status != 0:
+            raise RuntimeError(f"{what}: status {status}: {self.so.fp8gemm_last_error().decode()}")
+
+    def context(self, stream):
+        opts = ContextOptions()
+        self.so.fp8gemm_context_options_init(C.byref(opts))
+        opts.backend = BACKEND_CUDA
+        opts.cuda_stream = stream
+        ctx = C.c_void_p()
+        self.check(self.so.fp8gemm_context_create(C.byref(opts), C.byref(ctx)), "context_create")
+        return ctx
+
+    def weight(self, ctx, w_plain, scales, layout):
+        N, K = w_plain.shape
+        desc = WeightDesc()
+        self.so.fp8gemm_weight_desc_init(C.byref(desc))
+        desc.N, desc.K, desc.dtype = N, K, DTYPE_E4M3FN
+        desc.data = w_plain.data_ptr()
+        desc.layout = LAYOUT_PLAIN
+        desc.memory = MEMORY_DEVICE
+        desc.scale_inv = scales.data_ptr()
+        desc.target_layout = layout
+        handle = C.c_void_p()
+        self.check(self.so.fp8gemm_weight_create(ctx, C.byref(desc), C.byref(handle)),
+                   "weight_create")
+        return handle
+
+    def workspace_size(self, ctx, w, M):
+        n = C.c_size_t()
+        self.check(self.so.fp8gemm_linear_workspace_size(ctx, w, M, C.byref(n)), "workspace_size")
+        return n.value
+
+
+# ---- timing -----------------------------------------------------------------------
+def median_us(fn, rotations, iters, warmup=3):
+    for i in range(warmup):
+        fn(i % rotations)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for i in range(iters):
+        starts[i].record()
+        fn(i % rotations)
+        ends[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1000.0
+
+
+def copy_rate_gbs():
+    n = 1 << 30
+    a = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    t = median_us(lambda i: b.copy_(a), 1, 20)
+    return 2 * n / (t * 1e-6) / 1e9
+
+
+def random_codes(shape, gen):
+    w = torch.randint(0, 256, shape, dtype=torch.uint8, device="cuda", generator=gen)
+    nan = (w & 0x7F) == 0x7F
+    w[nan] ^= 1
+    return w
+
+
+def peer_fn():
+    F = torch.nn.functional
+    ScalingType = getattr(F, "ScalingType", None)
+    if ScalingType is not None and hasattr(F, "scaled_mm"):
+        a1 = getattr(ScalingType, "BlockWise1x128", None) or getattr(ScalingType, "Blockwise_1x128")
+        b128 = getattr(ScalingType, "BlockWise128x128", None) or getattr(ScalingType, "Blockwise_128x128")
+
+        def run(a, b, sa, sb):
+            return F.scaled_mm(a, b.t(), sa, a1, sb, b128, output_dtype=torch.bfloat16)
+        return run
+
+    def run_private(a, b, sa, sb):
+        return torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+    return run_private
+
+
+# ---- one shape -------------------------------------------------------------------
+def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
+    ctx = ctxs["default"]
+    groups = (K + 127) // 128
+    nb = (N + 127) // 128
+    big = max(ms)
+    rotations = max(2, min(16, math.ceil(args.rotate_bytes / (N * K + big * K))))
+    ws_torch = []
+    w_src = [random_codes((N, K), gen) for _ in range(rotations)]
+    w_scale = [torch.rand((nb, groups), device="cuda", generator=gen) * 0.02 + 0.005
+               for _ in range(rotations)]
+    handles = {}
+    for name, layout in (("plain", LAYOUT_PLAIN), ("preshuffled_sm90", LAYOUT_SM90)):
+        handles[name] = [lib.weight(ctx, w_src[r], w_scale[r], layout) for r in range(rotations)]
+    rows = []
+    try:
+        for M in ms:
+            row = {"set": set_name, "M": M, "N": N, "K": K, "rotations": rotations}
+            flops = 2.0 * M * N * K
+            xq = [random_codes((M, K), gen) for _ in range(rotations)]
+            sx_mmajor = [torch.rand((groups, M), device="cuda", generator=gen) * 0.02 + 0.005
+                         for _ in range(rotations)]
+            x16 = [torch.randn((M, K), device="cuda", generator=gen, dtype=torch.float32)
+                   .to(torch.bfloat16) for _ in range(rotations)]
+            y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+            ws_bytes = max(lib.workspace_size(ctx, handles[l][0], M) for l in handles)
+            ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
+            ws_torch.append(ws)
+
+            def gemm(layout, r, context=ctx):
+                lib.check(lib.so.fp8gemm_gemm(context, handles[layout][r], M, xq[r].data_ptr(), K,
+                                              sx_mmajor[r].data_ptr(), SCALE_M_MAJOR, M,
+                                              DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
+                                              ws_bytes), "gemm")
+
+            iters = args.iters
+            for layout in handles:
+                row[f"ours_{layout}_us"] = median_us(lambda r: gemm(layout, r), rotations, iters)
+            # Accuracy of ours against the peer on the same data (sanity, not the test).
+            gemm("preshuffled_sm90", 0)
+            ours_y = y.float().clone()
+            a = xq[0].view(torch.float8_e4m3fn)
+            sa = sx_mmajor[0].t()  # [M, groups], M-major strides
+            try:
+                b0 = w_src[0].view(torch.float8_e4m3fn)
+                peer_y = peer(a, b0, sa, w_scale[0].t())
+                row["ours_vs_peer_rel"] = float((ours_y - peer_y.float()).norm() /
+                                                peer_y.float().norm())
+                row["peer_us"] = median_us(
+                    lambda r: peer(xq[r].view(torch.float8_e4m3fn),
+                                   w_src[r].view(torch.float8_e4m3fn), sx_mmajor[r].t(),
+                                   w_scale[r].t()), rotations, iters)
+            except Exception as e:  # the peer refuses some shapes (M = 1)
+                row["peer_us"] = None
+                row["peer_error"] = str(e).splitlines()[0][:200]
+            best_layout = min(handles, key=lambda l: row[f"ours_{l}_us"])
+            best = row[f"ours_{best_layout}_us"]
+            row["best_layout"] = best_layout
+            row["ours_best_tflops"] = flops / (best * 1e-6) / 1e12
+            for layout in handles:
+                row[f"ours_{layout}_tflops"] = flops / (row[f"ours_{layout}_us"] * 1e-6) / 1e12
+            if row["peer_us"]:
+                row["peer_tflops"] = flops / (row["peer_us"] * 1e-6) / 1e12
+                row["speedup_vs_peer"] = row["peer_us"] / best
+            # Bytes that must move: weight + its scales + xq + x scales + y.
+            moved = N * K + nb * groups * 4 + M * K + M * groups * 4 + M * N * 2
+            row["bytes_moved"] = moved
+            row["ours_best_gbs"] = moved / (best * 1e-6) / 1e9
+            row["roof_fraction"] = row["ours_best_gbs"] / copy_gbs
+            if M <= 128:
+                # Small and large kernel forced, on the preshuffled layout (crossover).
+                for kind in ("small", "large"):
+                    row[f"{kind}_kernel_us"] = median_us(
+                        lambda r: gemm("preshuffled_sm90", r, ctxs[kind]), rotations, iters)
+            if M <= 32:
+                wl = "preshuffled_sm90"
+
+                def linear(r):
+                    lib.check(lib.so.fp8gemm_linear(ctx, handles[wl][r], M, DTYPE_BF16,
+                                                    x16[r].data_ptr(), K, DTYPE_BF16,
+                                                    y.data_ptr(), N, ws2.data_ptr(), ws2_bytes),
+                              "linear")
+
+                ws2_bytes = lib.workspace_size(ctx, handles[wl][0], M)
+                ws2 = torch.empty((max(ws2_bytes, 256),), dtype=torch.uint8, device="cuda")
+                qx = torch.empty((M, K), dtype=torch.uint8, device="cuda")
+                qs = torch.empty((groups, M), dtype=torch.float32, device="cuda")
+
+                def two_launch(r):
+                    lib.check(lib.so.fp8gemm_quantize_activations(
+                        ctx, M, K, DTYPE_BF16, x16[r].data_ptr(), K, qx.data_ptr(), K,
+                        qs.data_ptr(), SCALE_M_MAJOR, M), "quantize")
+                    lib.check(lib.so.fp8gemm_gemm(ctx, handles[wl][r], M, qx.data_ptr(), K,
+                                                  qs.data_ptr(), SCALE_M_MAJOR, M, DTYPE_BF16,
+                                                  y.data_ptr(), N, ws.data_ptr(), ws_bytes),
+                              "gemm")
+
+                row["linear_fused_us"] = median_us(linear, rotations, iters)
+                row["two_launch_us"] = median_us(two_launch, rotations, iters)
+                row["gemm_only_us"] = row[f"ours_{wl}_us"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del xq, sx_mmajor, x16, y
+    finally:
+        for hs in handles.values():
+            for h in hs:
+                lib.so.fp8gemm_weight_destroy(h)
+    return rows
+
+
+def read_shapes(path, quick):
+    shapes = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            set_name, n, k, ms = line.split(",")
+            ms = [int(v) for v in ms.split()]
+            if set_name == "deepseek-v3":
+                ms = sorted(set(ms) | {1, 2, 4, 8, 16, 32, 64, 128})
+            shapes.append((set_name, int(n), int(k), ms))
+    if quick:
+        shapes = [s for s in shapes if s[0] == "deepseek-v3"][:2]
+        shapes = [(a, n, k, [1, 16, 64, 256, 4096]) for a, n, k, _ in shapes]
+    return shapes
+
+
+def driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shapes = sorted({(r["N"], r["K"]) for r in rows})
+    cols = 4
+    nrows = math.ceil(len(shapes) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    for ax, (N, K) in zip(axes.flat, shapes):
+        rs = sorted([r for r in rows if r["N"] == N and r["K"] == K], key=lambda r: r["M"])
+        ms = [r["M"] for r in rs]
+        ax.plot(ms, [r["ours_plain_tflops"] for r in rs], "o-", label="ours plain")
+        ax.plot(ms, [r["ours_preshuffled_sm90_tflops"] for r in rs], "s-", label="ours preshuffled")
+        peer = [(r["M"], r.get("peer_tflops")) for r in rs if r.get("peer_tflops")]
+        if peer:
+            ax.plot([p[0] for p in peer], [p[1] for p in peer], "^--", label="torch scaled_mm")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"N={N} K={K}", fontsize=9)
+        ax.set_xlabel("M")
+        ax.set_ylabel("TFLOP/s")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(shapes):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--shapes", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--png")
+    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--rotate-bytes", type=float, default=200e6)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(1234)
+    lib = Lib(args.lib)
+    stream = torch.cuda.current_stream().cuda_stream
+    ctxs = {"default": lib.context(stream)}
+    for kind, value in (("small", "1000000"), ("large", "0")):
+        os.environ["FP8GEMM_CUDA_CROSSOVER"] = value
+        ctxs[kind] = lib.context(stream)
+    os.environ.pop("FP8GEMM_CUDA_CROSSOVER", None)
+
+    copy_gbs = copy_rate_gbs()
+    peer = peer_fn()
+    props = torch.cuda.get_device_properties(0)
+    meta = {
+        "card": torch.cuda.get_device_name(0),
+        "sm_count": props.multi_processor_count,
+        "driver": driver_version(),
+        "cuda_runtime_torch": torch.version.cuda,
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device_to_device_copy_gbs": copy_gbs,
+        "library_device": lib.so.fp8gemm_context_device(ctxs["default"]).decode(),
+        "method": "median of per-call CUDA events, inputs rotated through copies > L2",
+    }
+    print(json.dumps(meta), flush=True)
+    rows = []
+    for set_name, N, K, ms in read_shapes(args.shapes, args.quick):
+        rows += bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer)
+        torch.cuda.empty_cache()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    if args.png:
+        plot(rows, args.png)
+    # Summary: the rows the issues' targets speak of.
+    print("\n| M | N | K | ours plain us | ours preshuffled us | peer us | best TF/s | x peer | % roof |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        peer_us = f"{r['peer_us']:.1f}" if r.get("peer_us") else "-"
+        sp = f"{r['speedup_vs_peer']:.2f}" if r.get("speedup_vs_peer") else "-"
+        print(f"| {r['M']} | {r['N']} | {r['K']} | {r['ours_plain_us']:.1f} | "
+              f"{r['ours_preshuffled_sm90_us']:.1f} | {peer_us} | {r['ours_best_tflops']:.0f} | "
+              f"{sp} | {100 * r['roof_fraction']:.0f} |")
+    for c in ctxs.values():
+        lib.so.fp8gemm_context_destroy(c)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

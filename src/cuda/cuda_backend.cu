@@ -1,0 +1,333 @@
+/* The CUDA backend (Hopper, sm_90a): context state, memory, and the
+ * dispatch of each forward to the small-M or large-M kernel family. Nothing
+ * in gemm/linear_fused allocates or synchronizes with the host, so a forward
+ * can be captured in a CUDA graph. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(void);
+extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
+
+/* Small-M kernel for M <= this when the tuned table gives no crossover:
+ * the large-M kernel's 128-row tiles waste most of their work below it and
+ * leave SMs idle; FP8GEMM_CUDA_CROSSOVER overrides it (benchmarks). */
+#define DEFAULT_CROSSOVER_M 64
+
+extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) {
+  if (err == cudaSuccess) return FP8GEMM_OK;
+  return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND, "CUDA: %s: %s (%s)", what, cudaGetErrorString(err),
+                           cudaGetErrorName(err));
+}
+
+static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w);
+
+static fp8gemm_cuda_state *state_of(const fp8gemm_context *ctx) {
+  return static_cast<fp8gemm_cuda_state *>(ctx->state);
+}
+
+extern "C" fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *s) {
+  int current = -1;
+  FP8GEMM_CUDA_TRY(cudaGetDevice(&current), "cudaGetDevice");
+  if (current != s->device) FP8GEMM_CUDA_TRY(cudaSetDevice(s->device), "cudaSetDevice");
+  return FP8GEMM_OK;
+}
+
+extern "C" int fp8gemm_cuda_usable(void) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  for (int d = 0; d < count; d++) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d) == cudaSuccess &&
+        major == 9 && minor == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static void release_state(fp8gemm_cuda_state *s) {
+  if (!s) return;
+  if (s->split_counters) cudaFree(s->split_counters);
+  if (s->error_flag) cudaFree(s->error_flag);
+  if (s->first_bad_index) cudaFree(s->first_bad_index);
+  free(s);
+}
+
+static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_options *options) {
+  const int device = options ? options->cuda_device : 0;
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return fp8gemm_set_error(FP8GEMM_ERROR_NO_DEVICE, "CUDA: no device visible (%s)",
+                             err == cudaSuccess ? "0 devices" : cudaGetErrorString(err));
+  }
+  if (device < 0 || device >= count)
+    return fp8gemm_set_error(FP8GEMM_ERROR_NO_DEVICE,
+                             "CUDA: cuda_device=%d, but %d device(s) are visible", device, count);
+  cudaDeviceProp prop;
+  FP8GEMM_CUDA_TRY(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  if (prop.major != 9 || prop.minor != 0)
+    return fp8gemm_set_error(FP8GEMM_ERROR_NO_DEVICE,
+                             "CUDA: device %d (%s) has compute capability %d.%d; the kernels are "
+                             "built for 9.0 (sm_90a, Hopper)",
+                             device, prop.name, prop.major, prop.minor);
+  fp8gemm_cuda_state *s = static_cast<fp8gemm_cuda_state *>(calloc(1, sizeof *s));
+  if (!s) return fp8gemm_set_error(FP8GEMM_ERROR_OUT_OF_MEMORY, "CUDA backend state");
+  s->device = device;
+  s->stream = options ? static_cast<cudaStream_t>(options->cuda_stream) : NULL;
+  snprintf(s->name, sizeof s->name, "%s", prop.name);
+  s->sm_count = prop.multiProcessorCount;
+  s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  s->default_crossover_m = DEFAULT_CROSSOVER_M;
+  const char *env = getenv("FP8GEMM_CUDA_CROSSOVER");
+  if (env && *env) s->default_crossover_m = (size_t)strtoull(env, NULL, 10);
+
+  fp8gemm_status status = fp8gemm_cuda_make_current(s);
+  if (status == FP8GEMM_OK)
+    status = fp8gemm_cuda_check(
+        cudaMalloc((void **)&s->split_counters, FP8GEMM_CUDA_SPLIT_COUNTERS * sizeof(unsigned)),
+        "split-K counters");
+  if (status == FP8GEMM_OK)
+    status = fp8gemm_cuda_check(
+        cudaMemset(s->split_counters, 0, FP8GEMM_CUDA_SPLIT_COUNTERS * sizeof(unsigned)),
+        "split-K counters");
+  if (status == FP8GEMM_OK)
+    status = fp8gemm_cuda_check(cudaMalloc((void **)&s->error_flag, sizeof(int)), "error flag");
+  if (status == FP8GEMM_OK)
+    status = fp8gemm_cuda_check(
+        cudaMalloc((void **)&s->first_bad_index, sizeof(unsigned long long)), "check scratch");
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare();
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare();
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_check(cudaDeviceSynchronize(), "init");
+  if (status == FP8GEMM_OK) {
+    /* Through the runtime, so the library does not link libcuda itself. */
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult query;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &query) == cudaSuccess &&
+        query == cudaDriverEntryPointSuccess)
+      s->encode_tiled = reinterpret_cast<fp8gemm_encode_tiled_fn>(fn);
+    else
+      status = fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
+                                 "CUDA: the driver does not provide cuTensorMapEncodeTiled");
+  }
+  if (status != FP8GEMM_OK) {
+    release_state(s);
+    return status;
+  }
+  ctx->state = s;
+  return FP8GEMM_OK;
+}
+
+static void cuda_fini(fp8gemm_context *ctx) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  if (!s) return;
+  fp8gemm_cuda_make_current(s);
+  cudaStreamSynchronize(s->stream);
+  release_state(s);
+  ctx->state = NULL;
+}
+
+static const char *cuda_device_name(const fp8gemm_context *ctx) { return state_of(ctx)->name; }
+
+static fp8gemm_status cuda_set_stream(fp8gemm_context *ctx, void *stream) {
+  state_of(ctx)->stream = static_cast<cudaStream_t>(stream);
+  return FP8GEMM_OK;
+}
+
+static fp8gemm_status cuda_synchronize(fp8gemm_context *ctx) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_check(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+}
+
+static fp8gemm_status cuda_alloc(fp8gemm_context *ctx, size_t bytes, void **ptr) {
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(state_of(ctx)));
+  const cudaError_t err = cudaMalloc(ptr, bytes ? bytes : 1);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    return fp8gemm_set_error(FP8GEMM_ERROR_OUT_OF_MEMORY, "CUDA: cudaMalloc of %zu bytes: %s",
+                             bytes, cudaGetErrorString(err));
+  }
+  return fp8gemm_cuda_check(err, "cudaMalloc");
+}
+
+static void cuda_free(fp8gemm_context *ctx, void *ptr) {
+  if (fp8gemm_cuda_make_current(state_of(ctx)) == FP8GEMM_OK) cudaFree(ptr);
+}
+
+static fp8gemm_status cuda_copy(fp8gemm_context *ctx, void *dst, const void *src, size_t bytes,
+                                int kind) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  const cudaMemcpyKind k = kind == FP8GEMM_COPY_HOST_TO_BACKEND   ? cudaMemcpyHostToDevice
+                           : kind == FP8GEMM_COPY_BACKEND_TO_HOST ? cudaMemcpyDeviceToHost
+                                                                  : cudaMemcpyDeviceToDevice;
+  FP8GEMM_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, k, s->stream), "cudaMemcpyAsync");
+  return fp8gemm_cuda_check(cudaStreamSynchronize(s->stream), "copy: cudaStreamSynchronize");
+}
+
+static fp8gemm_status cuda_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                                   const uint8_t *src, fp8gemm_layout to, uint8_t *dst) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_shuffle(s, N, K, from, src, to, dst);
+}
+
+static fp8gemm_status cuda_check_weight_codes(fp8gemm_context *ctx, const uint8_t *data, size_t N,
+                                              size_t K) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_check_weight_codes(s, data, N, K);
+}
+
+static fp8gemm_status cuda_quantize_activations(fp8gemm_context *ctx, size_t M, size_t K,
+                                                fp8gemm_dtype x_dtype, const void *x, size_t ldx,
+                                                uint8_t *xq, size_t ldq, float *x_scale,
+                                                fp8gemm_scale_layout scale_layout,
+                                                size_t scale_ld) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_quantize_activations(s, M, K, x_dtype, x, ldx, xq, ldq, x_scale,
+                                           scale_layout, scale_ld);
+}
+
+static fp8gemm_status cuda_quantize_weight(fp8gemm_context *ctx, size_t N, size_t K,
+                                           fp8gemm_dtype w_dtype, const void *w, size_t ldw,
+                                           uint8_t *wq, float *weight_scale_inv) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_quantize_weight(s, N, K, w_dtype, w, ldw, wq, weight_scale_inv);
+}
+
+static fp8gemm_status cuda_convert_scales(fp8gemm_context *ctx, size_t M, size_t groups,
+                                          const float *src, fp8gemm_scale_layout src_layout,
+                                          size_t src_ld, float *dst,
+                                          fp8gemm_scale_layout dst_layout, size_t dst_ld) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  return fp8gemm_cuda_convert_scales(s, M, groups, src, src_layout, src_ld, dst, dst_layout,
+                                     dst_ld);
+}
+
+static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w) {
+  return w->crossover_m ? w->crossover_m : s->default_crossover_m;
+}
+
+/* Both kernel families read the scale through (m, g) strides, so either
+ * layout works without a copy; M-major is asked for because the large-M
+ * kernel's warps then read 8 consecutive rows per load. */
+static fp8gemm_scale_layout cuda_gemm_scale_layout(const fp8gemm_context *ctx,
+                                                   const fp8gemm_weight *w, size_t M) {
+  (void)ctx;
+  (void)w;
+  (void)M;
+  return FP8GEMM_SCALE_M_MAJOR;
+}
+
+static size_t cuda_gemm_workspace(const fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M) {
+  const fp8gemm_cuda_state *s = state_of(ctx);
+  /* Split-K partials of the small-M kernel; above the crossover the large
+   * kernel needs none (and the small one, serving unaligned operands there,
+   * then runs unsplit). */
+  if (M > crossover_of(s, w)) return 0;
+  return fp8gemm_cuda_small_workspace(s, M, w->N, w->K);
+}
+
+static fp8gemm_status check_weight_layout(const fp8gemm_weight *w) {
+  if (w->layout != FP8GEMM_LAYOUT_PLAIN && w->layout != FP8GEMM_LAYOUT_PRESHUFFLED_SM90)
+    return fp8gemm_set_error(FP8GEMM_ERROR_LAYOUT_MISMATCH,
+                             "CUDA GEMM reads weights in layout plain or preshuffled_sm90, this "
+                             "weight [N=%zu, K=%zu] is %s",
+                             w->N, w->K, fp8gemm_layout_name(w->layout));
+  if ((uintptr_t)w->data % 16 != 0)
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                             "CUDA GEMM: weight data %p is not 16-byte aligned", (void *)w->data);
+  return FP8GEMM_OK;
+}
+
+static void fill_weight(fp8gemm_cuda_problem *p, const fp8gemm_weight *w) {
+  memset(p, 0, sizeof *p);
+  p->N = w->N;
+  p->K = w->K;
+  p->w = w->data;
+  p->w_preshuffled = w->layout == FP8GEMM_LAYOUT_PRESHUFFLED_SM90;
+  p->w_scale = w->scale_inv;
+  p->bias = w->bias;
+}
+
+static fp8gemm_status cuda_gemm(fp8gemm_context *ctx, const fp8gemm_weight *w,
+                                const fp8gemm_gemm_args *a, void *workspace,
+                                size_t workspace_bytes) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  FP8GEMM_RETURN_IF_ERROR(check_weight_layout(w));
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  fp8gemm_cuda_problem p;
+  fill_weight(&p, w);
+  p.M = a->M;
+  p.xq = a->xq;
+  p.ldq = a->ldq;
+  p.x_scale = a->x_scale;
+  p.scale_stride_m = a->scale_layout == FP8GEMM_SCALE_ROW_MAJOR ? a->scale_ld : 1;
+  p.scale_stride_g = a->scale_layout == FP8GEMM_SCALE_ROW_MAJOR ? 1 : a->scale_ld;
+  p.y = a->y;
+  p.ldy = a->ldy;
+  p.y_dtype = a->y_dtype;
+  if (a->M > crossover_of(s, w) && fp8gemm_cuda_large_supported(&p))
+    return fp8gemm_cuda_gemm_large(s, &p);
+  return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
+}
+
+/* Quantize + GEMM in one launch for small M (the activation is quantized
+ * in shared memory by each CTA); larger M goes the two-launch way. */
+static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+                                        fp8gemm_dtype x_dtype, const void *x, size_t ldx,
+                                        fp8gemm_dtype y_dtype, void *y, size_t ldy,
+                                        void *workspace, size_t workspace_bytes) {
+  fp8gemm_cuda_state *s = state_of(ctx);
+  if (M > 32 || M > crossover_of(s, w))
+    return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED, "fused linear: M=%zu goes two-launch", M);
+  FP8GEMM_RETURN_IF_ERROR(check_weight_layout(w));
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
+  fp8gemm_cuda_problem p;
+  fill_weight(&p, w);
+  p.M = M;
+  p.fused = 1;
+  p.x = x;
+  p.ldx = ldx;
+  p.x_dtype = x_dtype;
+  p.y = y;
+  p.ldy = ldy;
+  p.y_dtype = y_dtype;
+  return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
+}
+
+extern "C" const fp8gemm_backend_ops fp8gemm_cuda_backend = {
+    /* name */ "cuda",
+    /* preshuffled_layout */ FP8GEMM_LAYOUT_PRESHUFFLED_SM90,
+    /* init */ cuda_init,
+    /* fini */ cuda_fini,
+    /* device_name */ cuda_device_name,
+    /* num_threads */ NULL,
+    /* set_stream */ cuda_set_stream,
+    /* synchronize */ cuda_synchronize,
+    /* alloc */ cuda_alloc,
+    /* free */ cuda_free,
+    /* copy */ cuda_copy,
+    /* shuffle */ cuda_shuffle,
+    /* check_weight_codes */ cuda_check_weight_codes,
+    /* quantize_activations */ cuda_quantize_activations,
+    /* quantize_weight */ cuda_quantize_weight,
+    /* gemm_scale_layout */ cuda_gemm_scale_layout,
+    /* gemm_workspace */ cuda_gemm_workspace,
+    /* gemm */ cuda_gemm,
+    /* convert_scales */ cuda_convert_scales,
+    /* linear_fused */ cuda_linear_fused,
+};

@@ -1,0 +1,102 @@
+/* Shared between the CUDA backend's files: the backend state and the host
+ * launchers of each kernel family. Not installed, not seen by the core. */
+#ifndef FP8GEMM_CUDA_INTERNAL_H
+#define FP8GEMM_CUDA_INTERNAL_H
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "core/internal.h"
+
+/* Split-K tile counters kept in the context (zeroed once, each reset by the
+ * CTA that consumes it), enough for every split launch: a launch splits K
+ * only when it has fewer column tiles than this. */
+#define FP8GEMM_CUDA_SPLIT_COUNTERS 4096
+
+/* Largest M one small-M launch covers (16 n8 tiles of the mma). */
+#define FP8GEMM_CUDA_SMALL_M_MAX 128
+
+typedef CUresult (*fp8gemm_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t,
+                                            void *, const cuuint64_t *, const cuuint64_t *,
+                                            const cuuint32_t *, const cuuint32_t *,
+                                            CUtensorMapInterleave, CUtensorMapSwizzle,
+                                            CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+typedef struct fp8gemm_cuda_state {
+  int device;
+  cudaStream_t stream;
+  char name[256];
+  int sm_count;
+  size_t smem_per_block_optin;
+  unsigned int *split_counters; /* device, FP8GEMM_CUDA_SPLIT_COUNTERS, zero between launches */
+  int *error_flag;              /* device scratch for load-time checks */
+  unsigned long long *first_bad_index; /* device scratch for check_weight_codes */
+  fp8gemm_encode_tiled_fn encode_tiled; /* cuTensorMapEncodeTiled through the runtime */
+  size_t default_crossover_m;   /* small-M kernel for M <= this unless the table says */
+} fp8gemm_cuda_state;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what);
+#define FP8GEMM_CUDA_TRY(call, what) FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_check((call), (what)))
+fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
+
+/* quantize.cu */
+fp8gemm_status fp8gemm_cuda_quantize_activations(fp8gemm_cuda_state *s, size_t M, size_t K,
+                                                 fp8gemm_dtype x_dtype, const void *x, size_t ldx,
+                                                 uint8_t *xq, size_t ldq, float *x_scale,
+                                                 fp8gemm_scale_layout scale_layout,
+                                                 size_t scale_ld);
+fp8gemm_status fp8gemm_cuda_quantize_weight(fp8gemm_cuda_state *s, size_t N, size_t K,
+                                            fp8gemm_dtype w_dtype, const void *w, size_t ldw,
+                                            uint8_t *wq, float *weight_scale_inv);
+fp8gemm_status fp8gemm_cuda_check_weight_codes(fp8gemm_cuda_state *s, const uint8_t *data,
+                                               size_t N, size_t K);
+fp8gemm_status fp8gemm_cuda_shuffle(fp8gemm_cuda_state *s, size_t N, size_t K,
+                                    fp8gemm_layout from, const uint8_t *src, fp8gemm_layout to,
+                                    uint8_t *dst);
+fp8gemm_status fp8gemm_cuda_convert_scales(fp8gemm_cuda_state *s, size_t M, size_t groups,
+                                           const float *src, fp8gemm_scale_layout src_layout,
+                                           size_t src_ld, float *dst,
+                                           fp8gemm_scale_layout dst_layout, size_t dst_ld);
+
+/* What both GEMM families get: the weight and one forward's operands. The
+ * activation is either pre-quantized (xq + x_scale at (m, g) ->
+ * m*scale_stride_m + g*scale_stride_g) or, for the fused small-M path,
+ * raw (x of x_dtype). */
+typedef struct fp8gemm_cuda_problem {
+  size_t M, N, K;
+  const uint8_t *w;
+  int w_preshuffled;
+  const float *w_scale;
+  const float *bias;
+  const uint8_t *xq;
+  size_t ldq;
+  const float *x_scale;
+  size_t scale_stride_m, scale_stride_g;
+  const void *x;
+  size_t ldx;
+  fp8gemm_dtype x_dtype;
+  int fused;
+  void *y;
+  size_t ldy;
+  fp8gemm_dtype y_dtype;
+} fp8gemm_cuda_problem;
+
+/* gemm_large.cu: TMA + wgmma, warp-specialized, persistent. 1 when the
+ * problem's pointers and strides suit the tensor-memory engine. */
+int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p);
+fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+
+/* gemm_small.cu: weight streamed once into registers, mma.sync, split-K. */
+size_t fp8gemm_cuda_small_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
+fp8gemm_status fp8gemm_cuda_gemm_small(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
+                                       void *workspace, size_t workspace_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,286 @@
+/* CUDA GEMM against the fp64 reference on the same quantized inputs: every
+ * M from 1 to 300 and the tile edges beyond (511, 512, 513, 1024, 4097),
+ * N in {16, 128, 200, 2112, 4096}, K in {128, 384, 400 (a partial last
+ * group), 7168}, both weight layouts (plain and preshuffled_sm90), both
+ * scale layouts, bf16 / f16 / f32 out, with and without bias. Outputs are
+ * poisoned with NaN before each call, so an unwritten element fails. */
+#include "cuda_test_util.h"
+
+typedef struct gemm_case {
+  size_t N, K;
+  const size_t *ms;
+  size_t m_count;
+  fp8gemm_dtype y_dtype;
+  int with_bias;
+  double tolerance;
+} gemm_case;
+
+static fp8gemm_context *g_ctx;
+static tu_rng g_rng;
+
+static const char *dtype_label(fp8gemm_dtype dtype) { return fp8gemm_dtype_name(dtype); }
+
+static void random_scales(tu_rng *rng, float *dst, size_t count) {
+  for (size_t i = 0; i < count; i++) dst[i] = 0.02f * (1.25f + tu_uniform(rng));
+}
+
+static void run_case(const gemm_case *c, fp8gemm_layout layout) {
+  size_t m_max = 0;
+  for (size_t i = 0; i < c->m_count; i++)
+    if (c->ms[i] > m_max) m_max = c->ms[i];
+  const size_t N = c->N, K = c->K, groups = (K + 127) / 128, n_blocks = (N + 127) / 128;
+  uint8_t *xq = tu_malloc(m_max * K);
+  float *sx_row = tu_malloc(m_max * groups * sizeof(float));
+  float *sx_mmajor = tu_malloc(m_max * groups * sizeof(float));
+  uint8_t *w = tu_malloc(N * K);
+  float *sw = tu_malloc(n_blocks * groups * sizeof(float));
+  float *bias = NULL;
+  ct_random_codes(&g_rng, xq, m_max * K);
+  random_scales(&g_rng, sx_row, m_max * groups);
+  for (size_t m = 0; m < m_max; m++)
+    for (size_t g = 0; g < groups; g++) sx_mmajor[g * m_max + m] = sx_row[m * groups + g];
+  ct_random_codes(&g_rng, w, N * K);
+  random_scales(&g_rng, sw, n_blocks * groups);
+  if (c->with_bias) {
+    bias = tu_malloc(N * sizeof(float));
+    tu_fill_normal(&g_rng, bias, N, 1.0f);
+  }
+  double *ref = ct_reference(m_max, N, K, xq, sx_row, w, sw, bias);
+
+  fp8gemm_weight_desc desc;
+  fp8gemm_weight_desc_init(&desc);
+  desc.N = N;
+  desc.K = K;
+  desc.dtype = FP8GEMM_DTYPE_E4M3FN;
+  desc.data = w;
+  desc.layout = FP8GEMM_LAYOUT_PLAIN;
+  desc.memory = FP8GEMM_MEMORY_HOST;
+  desc.scale_inv = sw;
+  desc.bias = bias;
+  desc.bias_dtype = FP8GEMM_DTYPE_F32;
+  desc.target_layout = (int)layout;
+  fp8gemm_weight *weight = NULL;
+  TU_OK(fp8gemm_weight_create(g_ctx, &desc, &weight));
+  assert_int_equal(fp8gemm_weight_layout(weight), layout);
+
+  const size_t y_elem = fp8gemm_dtype_size(c->y_dtype);
+  uint8_t *d_xq = ct_upload(g_ctx, xq, m_max * K);
+  float *d_sx_row = ct_upload(g_ctx, sx_row, m_max * groups * sizeof(float));
+  float *d_sx_mmajor = ct_upload(g_ctx, sx_mmajor, m_max * groups * sizeof(float));
+  void *d_y = ct_alloc(g_ctx, m_max * N * y_elem);
+  size_t ws_bytes = 0;
+  for (size_t i = 0; i < c->m_count; i++) {
+    size_t bytes = 0;
+    TU_OK(fp8gemm_linear_workspace_size(g_ctx, weight, c->ms[i], &bytes));
+    if (bytes > ws_bytes) ws_bytes = bytes;
+  }
+  void *d_ws = ct_alloc(g_ctx, ws_bytes);
+  void *y = tu_malloc(m_max * N * y_elem);
+
+  double worst = 0;
+  size_t worst_m = 0;
+  for (size_t i = 0; i < c->m_count; i++) {
+    const size_t M = c->ms[i];
+    const int m_major = (i % 2) == 0;
+    CT_CUDA(cudaMemset(d_y, 0xFF, M * N * y_elem));
+    TU_OK(fp8gemm_gemm(g_ctx, weight, M, d_xq, K, m_major ? d_sx_mmajor : d_sx_row,
+                       m_major ? FP8GEMM_SCALE_M_MAJOR : FP8GEMM_SCALE_ROW_MAJOR,
+                       m_major ? m_max : groups, c->y_dtype, d_y, N, d_ws, ws_bytes));
+    TU_OK(fp8gemm_context_synchronize(g_ctx));
+    ct_download(g_ctx, y, d_y, M * N * y_elem);
+    size_t bad = 0;
+    const double err = ct_rel_err(c->y_dtype, y, N, ref, M, N, &bad);
+    if (!(err <= c->tolerance))
+      fail_msg("%s N=%zu K=%zu M=%zu y=%s bias=%d: rel err %.3g > %.3g (first non-finite at "
+               "row %zu col %zu if inf)",
+               fp8gemm_layout_name(layout), N, K, M, dtype_label(c->y_dtype), c->with_bias, err,
+               c->tolerance, bad / N, bad % N);
+    if (err > worst) {
+      worst = err;
+      worst_m = M;
+    }
+  }
+  printf("# %-16s N=%-5zu K=%-5zu %3zu values of M up to %-5zu y=%-4s bias=%d: worst rel err "
+         "%.3g (M=%zu)\n",
+         fp8gemm_layout_name(layout), N, K, c->m_count, m_max, dtype_label(c->y_dtype),
+         c->with_bias, worst, worst_m);
+
+  free(y);
+  fp8gemm_memory_free(g_ctx, d_ws);
+  fp8gemm_memory_free(g_ctx, d_y);
+  fp8gemm_memory_free(g_ctx, d_sx_mmajor);
+  fp8gemm_memory_free(g_ctx, d_sx_row);
+  fp8gemm_memory_free(g_ctx, d_xq);
+  fp8gemm_weight_destroy(weight);
+  free(ref);
+  free(bias);
+  free(sw);
+  free(w);
+  free(sx_mmajor);
+  free(sx_row);
+  free(xq);
+}
+
+/* M = 1..300 and the tile edges far beyond. */
+static size_t g_sweep[320];
+static size_t g_sweep_count;
+static const size_t g_edges_2112[] = {1,  2,  3,  4,   5,   6,   7,   8,   15,  16,  17,
+                                      31, 32, 33, 63,  64,  65,  127, 128, 129, 255, 256,
+                                      257, 300};
+static const size_t g_big[] = {1, 8, 64, 520};
+static const size_t g_quick_a[] = {1, 17, 129, 300};
+static const size_t g_quick_b[] = {1, 64, 300};
+
+static void run_both_layouts(const gemm_case *c) {
+  run_case(c, FP8GEMM_LAYOUT_PLAIN);
+  run_case(c, FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
+}
+
+static void test_sweep_small_shapes(void **state) {
+  (void)state;
+  if (ct_quick()) {
+    const gemm_case c = {200, 400, g_quick_a, 4, FP8GEMM_DTYPE_BF16, 0, 2e-3};
+    run_both_layouts(&c);
+    return;
+  }
+  const size_t shapes[][2] = {{16, 128}, {128, 384}, {200, 400}, {2112, 384}};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    const gemm_case c = {shapes[i][0], shapes[i][1], g_sweep, g_sweep_count, FP8GEMM_DTYPE_BF16,
+                         0, 2e-3};
+    run_both_layouts(&c);
+  }
+}
+
+static void test_deepseek_shape_edges(void **state) {
+  (void)state;
+  if (ct_quick()) {
+    const gemm_case c = {2112, 1024, g_quick_b, 3, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+    run_both_layouts(&c);
+    return;
+  }
+  const gemm_case c = {2112, 7168, g_edges_2112, sizeof g_edges_2112 / sizeof g_edges_2112[0],
+                       FP8GEMM_DTYPE_BF16, 0, 2e-3};
+  run_both_layouts(&c);
+  const gemm_case big = {4096, 7168, g_big, sizeof g_big / sizeof g_big[0], FP8GEMM_DTYPE_BF16, 1,
+                         2e-3};
+  run_both_layouts(&big);
+}
+
+static void test_output_dtypes_and_bias(void **state) {
+  (void)state;
+  static const size_t ms[] = {1, 33, 300};
+  const fp8gemm_dtype dtypes[] = {FP8GEMM_DTYPE_F16, FP8GEMM_DTYPE_F32, FP8GEMM_DTYPE_BF16};
+  const double tolerances[] = {1e-3, 1e-3, 2e-3};
+  for (int i = 0; i < 3; i++) {
+    const gemm_case c = {2112, 400, ms, 3, dtypes[i], 1, tolerances[i]};
+    run_both_layouts(&c);
+  }
+}
+
+/* fp8gemm_linear from bf16/f16 x: fused at small M, two launches above;
+ * the reference runs on the GPU quantizer's own output (its agreement with
+ * the CPU quantizer is test_ops' job). */
+static void test_linear_from_x(void **state) {
+  (void)state;
+  static const size_t ms_full[] = {1, 2, 5, 16, 17, 32, 33, 64, 65, 200, 600};
+  static const size_t ms_quick[] = {1, 16, 33, 200};
+  const size_t *ms = ct_quick() ? ms_quick : ms_full;
+  const size_t m_count = ct_quick() ? 4 : sizeof ms_full / sizeof ms_full[0];
+  const size_t N = 2112, K = ct_quick() ? 1024 : 7168, groups = (K + 127) / 128;
+  uint8_t *w = tu_malloc(N * K);
+  float *sw = tu_malloc(((N + 127) / 128) * groups * sizeof(float));
+  ct_random_codes(&g_rng, w, N * K);
+  random_scales(&g_rng, sw, ((N + 127) / 128) * groups);
+  const fp8gemm_layout layouts[] = {FP8GEMM_LAYOUT_PLAIN, FP8GEMM_LAYOUT_PRESHUFFLED_SM90};
+  const fp8gemm_dtype x_dtypes[] = {FP8GEMM_DTYPE_BF16, FP8GEMM_DTYPE_F16};
+  for (int li = 0; li < 2; li++) {
+    fp8gemm_weight_desc desc;
+    fp8gemm_weight_desc_init(&desc);
+    desc.N = N;
+    desc.K = K;
+    desc.dtype = FP8GEMM_DTYPE_E4M3FN;
+    desc.data = w;
+    desc.memory = FP8GEMM_MEMORY_HOST;
+    desc.scale_inv = sw;
+    desc.target_layout = (int)layouts[li];
+    fp8gemm_weight *weight = NULL;
+    TU_OK(fp8gemm_weight_create(g_ctx, &desc, &weight));
+    for (size_t i = 0; i < m_count; i++) {
+      const size_t M = ms[i];
+      const fp8gemm_dtype x_dtype = x_dtypes[i % 2];
+      float *x = tu_malloc(M * K * sizeof(float));
+      uint16_t *x16 = tu_malloc(M * K * sizeof(uint16_t));
+      tu_fill_normal(&g_rng, x, M * K, 1.0f);
+      for (size_t j = 0; j < M * K; j++)
+        x16[j] = x_dtype == FP8GEMM_DTYPE_BF16 ? fp8gemm_bf16_from_float(x[j] * (1 + j % 7))
+                                               : fp8gemm_f16_from_float(x[j] * (1 + j % 7));
+      void *d_x = ct_upload(g_ctx, x16, M * K * 2);
+      uint8_t *d_xq = ct_alloc(g_ctx, M * K);
+      float *d_sx = ct_alloc(g_ctx, M * groups * sizeof(float));
+      TU_OK(fp8gemm_quantize_activations(g_ctx, M, K, x_dtype, d_x, K, d_xq, K, d_sx,
+                                         FP8GEMM_SCALE_ROW_MAJOR, groups));
+      uint8_t *xq = tu_malloc(M * K);
+      float *sx = tu_malloc(M * groups * sizeof(float));
+      ct_download(g_ctx, xq, d_xq, M * K);
+      ct_download(g_ctx, sx, d_sx, M * groups * sizeof(float));
+      double *ref = ct_reference(M, N, K, xq, sx, w, sw, NULL);
+      size_t ws_bytes = 0;
+      TU_OK(fp8gemm_linear_workspace_size(g_ctx, weight, M, &ws_bytes));
+      void *d_ws = ct_alloc(g_ctx, ws_bytes);
+      void *d_y = ct_alloc(g_ctx, M * N * 2);
+      CT_CUDA(cudaMemset(d_y, 0xFF, M * N * 2));
+      TU_OK(fp8gemm_linear(g_ctx, weight, M, x_dtype, d_x, K, FP8GEMM_DTYPE_BF16, d_y, N, d_ws,
+                           ws_bytes));
+      uint16_t *y = tu_malloc(M * N * 2);
+      ct_download(g_ctx, y, d_y, M * N * 2);
+      const double err = ct_rel_err(FP8GEMM_DTYPE_BF16, y, N, ref, M, N, NULL);
+      if (!(err <= 2e-3))
+        fail_msg("linear %s M=%zu x=%s: rel err %.3g", fp8gemm_layout_name(layouts[li]), M,
+                 fp8gemm_dtype_name(x_dtype), err);
+      printf("# linear %-16s N=%zu K=%zu M=%-4zu x=%s: rel err %.3g\n",
+             fp8gemm_layout_name(layouts[li]), N, K, M, fp8gemm_dtype_name(x_dtype), err);
+      free(y);
+      fp8gemm_memory_free(g_ctx, d_y);
+      fp8gemm_memory_free(g_ctx, d_ws);
+      free(ref);
+      free(sx);
+      free(xq);
+      fp8gemm_memory_free(g_ctx, d_sx);
+      fp8gemm_memory_free(g_ctx, d_xq);
+      fp8gemm_memory_free(g_ctx, d_x);
+      free(x16);
+      free(x);
+    }
+    fp8gemm_weight_destroy(weight);
+  }
+  free(sw);
+  free(w);
+}
+
+static int setup(void **state) {
+  (void)state;
+  g_ctx = ct_context(NULL);
+  g_rng = tu_rng_make(tu_seed());
+  g_sweep_count = 0;
+  for (size_t m = 1; m <= 300; m++) g_sweep[g_sweep_count++] = m;
+  const size_t edges[] = {511, 512, 513, 1024, 4097};
+  for (size_t i = 0; i < 5; i++) g_sweep[g_sweep_count++] = edges[i];
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  fp8gemm_context_destroy(g_ctx);
+  return 0;
+}
+
+int main(void) {
+  ct_require_gpu();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sweep_small_shapes),
+      cmocka_unit_test(test_deepseek_shape_edges),
+      cmocka_unit_test(test_output_dtypes_and_bias),
+      cmocka_unit_test(test_linear_from_x),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
