@@ -23,7 +23,7 @@ static char dir[64];
 static char out_text[1 << 16]; /* stdout + stderr of the last run */
 
 static const char *path_in(const char *name) {
-  static char buffers[16][160]; /* a test holds at most 8 paths at once */
+  static char buffers[16][512]; /* a test holds at most 8 paths at once */
   static int next;
   char *p = buffers[next++ % 16];
   snprintf(p, sizeof buffers[0], "%s/%s", dir, name);
@@ -40,7 +40,7 @@ static int run_cli(const char *first, ...) {
   for (const char *a = first; a && argc < 31; a = va_arg(args, const char *)) argv[argc++] = a;
   va_end(args);
   argv[argc] = NULL;
-  char log[160];
+  char log[512];
   snprintf(log, sizeof log, "%s/cli.log", dir);
   fflush(NULL);
   pid_t pid = fork();
