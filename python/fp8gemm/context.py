@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -53,6 +54,8 @@ class Context:
         tuned_table: Optional[Union[str, os.PathLike[str]]] = None,
     ) -> None:
         self._handle: Optional[int] = None
+        # Weights created on this context (they must be closed before it).
+        self._weights: "weakref.WeakSet[Any]" = weakref.WeakSet()
         options = _lib.ContextOptions()
         _lib.lib.fp8gemm_context_options_init(ctypes.byref(options))
         options.backend = int(parse_backend(backend))
@@ -84,6 +87,11 @@ class Context:
     def close(self) -> None:
         """Destroys the context. Weights created on it must be closed first
         (they hold a reference, so garbage collection never breaks this)."""
+        open_weights = [w for w in list(self._weights) if w._handle is not None]
+        if open_weights:
+            raise InvalidArgumentError(
+                f"the context still has {len(open_weights)} open weight(s): close them first"
+            )
         if self._handle is not None:
             _lib.lib.fp8gemm_context_destroy(self._handle)
             self._handle = None

@@ -112,6 +112,7 @@ class Weight:
         weight = cls.__new__(cls)
         weight._handle = handle
         weight.context = context
+        context._weights.add(weight)
         weight.scale_inv = scale_inv
         weight.bias = bias
         weight._keepalive = keepalive
@@ -189,6 +190,7 @@ class Weight:
             create()
         self._handle = handle.value
         self.context = context
+        context._weights.add(self)
         #: host copy of the block scales [ceil(N/128), ceil(K/128)], float32
         self.scale_inv = _host_float32(scale_inv)
         #: host copy of the bias as float32 [N], or None

@@ -135,3 +135,13 @@ def test_e4m3fn_codec_agrees_with_ml_dtypes() -> None:
     assert np.array_equal(np.isnan(theirs), np.isnan(ours))
     finite = ~np.isnan(ours)
     assert np.array_equal(theirs[finite], ours[finite])
+
+
+def test_a_context_with_open_weights_refuses_to_close() -> None:
+    context = fp8gemm.Context("cpu", num_threads=1)
+    wq, scale_inv = fp8gemm.quantize_weight(np.ones((16, 32), dtype=np.float32), context=context)
+    weight = fp8gemm.Weight(wq, scale_inv, context=context)
+    with pytest.raises(fp8gemm.InvalidArgumentError, match="1 open weight"):
+        context.close()
+    weight.close()
+    context.close()
