@@ -802,9 +802,7 @@ static int output_put(output *out, const void *bytes, size_t size) {
   return output_write(out, bytes, size);
 }
 
-static unsigned long temp_counter;
-
-/* Creates `<dir>/.<base>.tmp-<pid>-<n>-<t>` exclusively, mode 0666 & ~umask
+/* Creates `<dir>/.<base>.tmp-<pid>-<nonce>` exclusively, mode 0666 & ~umask
  * (what a plain open would give the destination). Returns 0 or an errno. */
 static int create_temp(const char *path, char **temp_path, int *fd_out) {
   const char *slash = strrchr(path, '/');
@@ -814,9 +812,13 @@ static int create_temp(const char *path, char **temp_path, int *fd_out) {
   char *temp = malloc(len);
   if (!temp) return ENOMEM;
   for (int attempt = 0; attempt < 100; attempt++) {
-    unsigned long n = __atomic_add_fetch(&temp_counter, 1, __ATOMIC_RELAXED);
-    snprintf(temp, len, "%.*s.%s.tmp-%ld-%lu-%ld", (int)dir_len, path, base, (long)getpid(), n,
-             (long)(time(NULL) & 0xffff));
+    /* pid + clock: unique enough, and O_EXCL retries on a collision (no
+     * global counter: the library keeps no global state). The base is cut
+     * so that the name stays within NAME_MAX (255). */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(temp, len, "%.*s.%.200s.tmp-%ld-%lx", (int)dir_len, path, base, (long)getpid(),
+             (unsigned long)now.tv_nsec ^ ((unsigned long)attempt << 30));
     int fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd >= 0) {
       *temp_path = temp;

@@ -612,6 +612,27 @@ static void test_write_onto_directory(void **state) {
   free(dir);
 }
 
+/* A destination name near NAME_MAX still gets a temporary file beside it. */
+static void test_write_long_name(void **state) {
+  (void)state;
+  char *dir = make_temp_dir();
+  char name[256];
+  memset(name, 'a', 250);
+  strcpy(name + 250, ".st");
+  char *path = join(dir, name);
+  fp8gemm_safetensors_writer *w;
+  TU_OK(fp8gemm_safetensors_writer_create(&w));
+  TU_OK(fp8gemm_safetensors_writer_write(w, path));
+  fp8gemm_safetensors_writer_destroy(w);
+  assert_int_equal(count_entries(dir), 1);
+  fp8gemm_safetensors *f;
+  TU_OK(fp8gemm_safetensors_open(path, &f));
+  fp8gemm_safetensors_close(f);
+  remove_tree(dir);
+  free(path);
+  free(dir);
+}
+
 /* Runs `body` in a child process (it changes process-wide limits or the
  * user), which exits 0 when the write failed as expected. */
 static int run_child(void (*body)(const char *path), const char *path) {
@@ -708,6 +729,7 @@ int main(void) {
       cmocka_unit_test(test_write_fill_failure),
       cmocka_unit_test(test_write_missing_dir),
       cmocka_unit_test(test_write_onto_directory),
+      cmocka_unit_test(test_write_long_name),
       cmocka_unit_test(test_write_disk_full),
       cmocka_unit_test(test_write_unwritable_dir),
   };
