@@ -44,7 +44,7 @@ from .ops import (
     shuffle,
     unshuffle,
 )
-from .tune import tune
+from .tuning import tune
 from .weight import Weight
 
 __version__ = "0.1.0"

@@ -21,12 +21,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import LibraryNotFoundError, error_for_status
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def package_dirs() -> list[Path]:
+    """The package's folders: this one, and in an editable install (pip
+    install -e) also the one in site-packages where the build put lib/ and
+    bin/ (both are on the package's ``__path__``)."""
+    package = sys.modules.get(__package__ or "fp8gemm")
+    folders = [Path(p) for p in getattr(package, "__path__", [])]
+    return folders if folders else [PACKAGE_DIR]
 
 # --------------------------------------------------------------------------
 # Constants of fp8gemm.h
@@ -236,10 +246,10 @@ def _candidate_paths() -> list[str]:
     from_env = os.environ.get("FP8GEMM_LIBRARY")
     if from_env:
         return [from_env]  # an explicit choice is never silently replaced
-    package_lib = PACKAGE_DIR / "lib"
-    if package_lib.is_dir():
-        # libfp8gemm.so (the link) first, then the versioned names.
-        candidates.extend(str(p) for p in sorted(package_lib.glob("libfp8gemm.so*"), key=len))
+    for folder in package_dirs():
+        # libfp8gemm.so first, then the versioned names.
+        by_length = sorted((folder / "lib").glob("libfp8gemm.so*"), key=lambda path: len(path.name))
+        candidates.extend(str(path) for path in by_length)
     candidates.extend(["libfp8gemm.so.0.1", "libfp8gemm.so"])
     found = ctypes.util.find_library("fp8gemm")
     if found:

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 import fp8gemm
-from fp8gemm.tune import find_cli
+from fp8gemm.tuning import find_cli
 
 try:
     find_cli()

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from ._lib import PACKAGE_DIR
+from ._lib import package_dirs
 from .enums import BackendLike, parse_backend
 from .errors import Error, InvalidArgumentError, Status
 
@@ -29,7 +29,7 @@ def find_cli() -> Path:
     none is found."""
     candidates: list[Optional[str]] = [
         os.environ.get("FP8GEMM_CLI"),
-        str(PACKAGE_DIR / "bin" / "fp8gemm"),
+        *(str(folder / "bin" / "fp8gemm") for folder in package_dirs()),
         shutil.which("fp8gemm"),
     ]
     for candidate in candidates:
