@@ -1,0 +1,480 @@
+/* fp8gemm bench: times the GEMM (pre-quantized x, fp8gemm_gemm) per shape
+ * and weight layout, checks it against the fp64 reference on sampled rows,
+ * and, when built with OpenBLAS, times cblas_sgemm on the same shape with
+ * fp32 weights (the dequantized ones) on as many threads as the context.
+ * Writes one JSON object per (shape, M, layout) and prints a table.
+ *
+ * Only the public API is used; x, y and the workspace live in backend
+ * memory (fp8gemm_memory_alloc / copy), so the same code times CUDA. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_util.h"
+#include "commands.h"
+
+#ifdef FP8GEMM_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#define MAX_CHECK_ROWS 4
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: fp8gemm bench [--backend cpu|cuda] --shapes FILE|\"M,N,K;M,N,K\"\n"
+          "                     [--layout plain|preshuffled|both] [--iters N] [--budget SECONDS]\n"
+          "                     [--threads N] [--out-dtype f32|bf16|f16] [--no-openblas]\n"
+          "                     [--seed N] [--json OUT]\n"
+          "  Times fp8gemm_gemm (x already quantized 1x128) for every (N, K) and M of the\n"
+          "  shapes (file format: set,N,K,\"M values\"), once per weight layout. Each time is\n"
+          "  the median of --iters runs (default: as many as fit in --budget seconds, 0.5,\n"
+          "  at least 3) after one warm-up run. rel_err is ||y - ref|| / ||ref|| against the\n"
+          "  fp64 reference on up to %d sampled rows. With OpenBLAS built in, cblas_sgemm on\n"
+          "  the same shape (fp32 weights, same thread count) is timed too.\n",
+          MAX_CHECK_ROWS);
+}
+
+typedef struct bench_options {
+  int backend;
+  const char *shapes;
+  int layouts; /* bit 0 plain, bit 1 preshuffled */
+  int iters;   /* 0 = by budget */
+  double budget;
+  int threads;
+  fp8gemm_dtype out_dtype;
+  int openblas;
+  unsigned long long seed;
+  const char *json;
+} bench_options;
+
+static int compare_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Median seconds of `iters` runs of fn (iters == 0: by budget). */
+typedef fp8gemm_status (*timed_fn)(void *arg);
+static fp8gemm_status time_median(timed_fn fn, void *arg, int iters, double budget,
+                                  double *median, int *runs) {
+  double t0 = cli_now();
+  fp8gemm_status st = fn(arg); /* warm-up (and a first estimate) */
+  if (st != FP8GEMM_OK) return st;
+  const double first = cli_now() - t0;
+  int n = iters;
+  if (n <= 0) {
+    n = first > 0 ? (int)(budget / first) : 1000;
+    if (n < 3) n = 3;
+    if (n > 1000) n = 1000;
+  }
+  double *times = malloc((size_t)n * sizeof *times);
+  if (!times) return FP8GEMM_ERROR_OUT_OF_MEMORY;
+  for (int i = 0; i < n; i++) {
+    t0 = cli_now();
+    st = fn(arg);
+    times[i] = cli_now() - t0;
+    if (st != FP8GEMM_OK) break;
+  }
+  if (st == FP8GEMM_OK) {
+    qsort(times, (size_t)n, sizeof *times, compare_double);
+    *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+    *runs = n;
+  }
+  free(times);
+  return st;
+}
+
+typedef struct gemm_call {
+  fp8gemm_context *ctx;
+  fp8gemm_weight *w;
+  size_t M, groups;
+  const uint8_t *xq;
+  const float *xs;
+  void *y;
+  fp8gemm_dtype out_dtype;
+  void *ws;
+  size_t ws_bytes;
+} gemm_call;
+
+static fp8gemm_status run_gemm(void *arg) {
+  gemm_call *c = arg;
+  fp8gemm_status st = fp8gemm_gemm(c->ctx, c->w, c->M, c->xq, fp8gemm_weight_k(c->w),
+                                   c->xs, FP8GEMM_SCALE_ROW_MAJOR, c->groups, c->out_dtype, c->y,
+                                   fp8gemm_weight_n(c->w), c->ws, c->ws_bytes);
+  if (st == FP8GEMM_OK) st = fp8gemm_context_synchronize(c->ctx);
+  return st;
+}
+
+#ifdef FP8GEMM_HAVE_OPENBLAS
+typedef struct sgemm_call {
+  size_t M, N, K;
+  const float *x, *w;
+  float *y;
+} sgemm_call;
+
+static fp8gemm_status run_sgemm(void *arg) {
+  sgemm_call *c = arg;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)c->N, (int)c->K, 1.0f, c->x,
+              (int)c->K, c->w, (int)c->K, 0.0f, c->y, (int)c->N);
+  return FP8GEMM_OK;
+}
+#endif
+
+/* A shape's data on the host: random e4m3fn codes (never NaN) and scales
+ * for the weight, random x quantized by the host context. */
+typedef struct host_data {
+  size_t M, N, K, groups;
+  uint8_t *wq;
+  float *ws;
+  float *x;
+  uint8_t *xq;
+  float *xs;
+} host_data;
+
+static uint64_t next_bits(cli_rng *rng) {
+  /* cli_normal consumes the generator; reuse it for bytes too. */
+  const float v = cli_normal(rng);
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  return u ^ (rng->state >> 17);
+}
+
+static int make_weight(cli_rng *rng, size_t N, size_t K, host_data *h) {
+  const size_t groups = (K + 127) / 128, blocks = (N + 127) / 128 * groups;
+  h->wq = malloc(N * K);
+  h->ws = malloc(blocks * sizeof(float));
+  if (!h->wq || !h->ws) return -1;
+  uint64_t bits = 0;
+  for (size_t i = 0; i < N * K; i++) {
+    if (i % 4 == 0) bits = next_bits(rng);
+    uint8_t code = (uint8_t)(bits >> (8 * (i % 4)));
+    if ((code & 0x7F) == 0x7F) code ^= 0x01; /* no NaN codes */
+    h->wq[i] = code;
+  }
+  for (size_t b = 0; b < blocks; b++) h->ws[b] = (0.5f + 0.25f * fabsf(cli_normal(rng))) / 448.0f;
+  return 0;
+}
+
+static int make_x(fp8gemm_context *host, cli_rng *rng, size_t M, size_t K, host_data *h) {
+  h->groups = (K + 127) / 128;
+  h->x = malloc(M * K * sizeof(float));
+  h->xq = malloc(M * K);
+  h->xs = malloc(M * h->groups * sizeof(float));
+  if (!h->x || !h->xq || !h->xs) return -1;
+  for (size_t i = 0; i < M * K; i++) h->x[i] = cli_normal(rng);
+  return fp8gemm_quantize_activations(host, M, K, FP8GEMM_DTYPE_F32, h->x, K, h->xq, K, h->xs,
+                                      FP8GEMM_SCALE_ROW_MAJOR, h->groups) == FP8GEMM_OK
+             ? 0
+             : -1;
+}
+
+static void free_x(host_data *h) {
+  free(h->x);
+  free(h->xq);
+  free(h->xs);
+  h->x = NULL;
+  h->xq = NULL;
+  h->xs = NULL;
+}
+
+/* Sampled rows: first, last, and evenly spread ones. */
+static size_t check_rows(size_t M, size_t rows[MAX_CHECK_ROWS]) {
+  if (M <= MAX_CHECK_ROWS) {
+    for (size_t i = 0; i < M; i++) rows[i] = i;
+    return M;
+  }
+  for (size_t i = 0; i < MAX_CHECK_ROWS; i++) rows[i] = i * (M - 1) / (MAX_CHECK_ROWS - 1);
+  return MAX_CHECK_ROWS;
+}
+
+static float to_float(fp8gemm_dtype dtype, const void *base, size_t index) {
+  switch (dtype) {
+    case FP8GEMM_DTYPE_BF16: return fp8gemm_bf16_to_float(((const uint16_t *)base)[index]);
+    case FP8GEMM_DTYPE_F16: return fp8gemm_f16_to_float(((const uint16_t *)base)[index]);
+    default: return ((const float *)base)[index];
+  }
+}
+
+static void json_number(FILE *f, const char *key, double v, int last) {
+  if (isfinite(v))
+    fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
+  else
+    fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
+}
+
+static int parse_options(int argc, char **argv, bench_options *o) {
+  memset(o, 0, sizeof *o);
+  o->backend = FP8GEMM_BACKEND_CPU;
+  o->layouts = 3;
+  o->budget = 0.5;
+  o->out_dtype = FP8GEMM_DTYPE_F32;
+  o->openblas = 1;
+  o->seed = 2024;
+  static const struct option long_options[] = {{"backend", required_argument, 0, 'b'},
+                                               {"shapes", required_argument, 0, 's'},
+                                               {"layout", required_argument, 0, 'l'},
+                                               {"iters", required_argument, 0, 'i'},
+                                               {"budget", required_argument, 0, 't'},
+                                               {"threads", required_argument, 0, 'p'},
+                                               {"out-dtype", required_argument, 0, 'd'},
+                                               {"no-openblas", no_argument, 0, 'n'},
+                                               {"seed", required_argument, 0, 'r'},
+                                               {"json", required_argument, 0, 'j'},
+                                               {"help", no_argument, 0, 'h'},
+                                               {0, 0, 0, 0}};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "b:s:l:i:t:p:d:nr:j:h", long_options, NULL)) != -1) {
+    switch (c) {
+      case 'b':
+        o->backend = cli_parse_backend(optarg);
+        if (o->backend < 0) {
+          fprintf(stderr, "fp8gemm bench: --backend '%s' is not cpu, cuda or auto\n", optarg);
+          return 2;
+        }
+        break;
+      case 's': o->shapes = optarg; break;
+      case 'l':
+        if (!strcmp(optarg, "plain"))
+          o->layouts = 1;
+        else if (!strcmp(optarg, "preshuffled"))
+          o->layouts = 2;
+        else if (!strcmp(optarg, "both"))
+          o->layouts = 3;
+        else {
+          fprintf(stderr, "fp8gemm bench: --layout '%s' is not plain, preshuffled or both\n", optarg);
+          return 2;
+        }
+        break;
+      case 'i': o->iters = atoi(optarg); break;
+      case 't': o->budget = atof(optarg); break;
+      case 'p': o->threads = atoi(optarg); break;
+      case 'd':
+        if (!strcmp(optarg, "f32"))
+          o->out_dtype = FP8GEMM_DTYPE_F32;
+        else if (!strcmp(optarg, "bf16"))
+          o->out_dtype = FP8GEMM_DTYPE_BF16;
+        else if (!strcmp(optarg, "f16"))
+          o->out_dtype = FP8GEMM_DTYPE_F16;
+        else {
+          fprintf(stderr, "fp8gemm bench: --out-dtype '%s' is not f32, bf16 or f16\n", optarg);
+          return 2;
+        }
+        break;
+      case 'n': o->openblas = 0; break;
+      case 'r': o->seed = strtoull(optarg, NULL, 0); break;
+      case 'j': o->json = optarg; break;
+      case 'h': usage(stdout); return 0;
+      default: usage(stderr); return 2;
+    }
+  }
+  if (!o->shapes || optind != argc || o->iters < 0 || !(o->budget > 0) || o->threads < 0) {
+    usage(stderr);
+    return 2;
+  }
+  return -1; /* go on */
+}
+
+int fp8gemm_cmd_bench(int argc, char **argv) {
+  bench_options o;
+  const int early = parse_options(argc, argv, &o);
+  if (early >= 0) return early;
+  cli_shape *shapes;
+  const int shape_count = cli_load_shapes(o.shapes, &shapes);
+  if (shape_count < 0) return 1;
+
+  fp8gemm_context_options co;
+  fp8gemm_context_options_init(&co);
+  co.backend = (fp8gemm_backend)o.backend;
+  co.num_threads = o.threads;
+  fp8gemm_context *ctx, *host;
+  fp8gemm_status st = fp8gemm_context_create(&co, &ctx);
+  if (st != FP8GEMM_OK) return cli_fail("bench", "context", st);
+  if ((st = fp8gemm_context_create(NULL, &host)) != FP8GEMM_OK) return cli_fail("bench", "host context", st);
+  const int threads = fp8gemm_context_num_threads(ctx);
+  const char *backend_name = fp8gemm_backend_name(fp8gemm_context_backend(ctx));
+  const char *device = fp8gemm_context_device(ctx);
+#ifdef FP8GEMM_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#else
+  o.openblas = 0;
+#endif
+
+  FILE *json = NULL;
+  if (o.json) {
+    json = fopen(o.json, "w");
+    if (!json) {
+      perror(o.json);
+      return 1;
+    }
+    fprintf(json, "[\n");
+  }
+  printf("fp8gemm bench: backend %s, device %s, %d threads, out %s\n", backend_name, device, threads,
+         fp8gemm_dtype_name(o.out_dtype));
+  printf("%-16s %6s %6s %6s %-16s %11s %8s %7s %9s %11s %8s\n", "set", "M", "N", "K", "layout", "us",
+         "GFLOP/s", "GB/s", "rel_err", "sgemm_us", "vs_sgemm");
+
+  cli_rng rng;
+  cli_rng_seed(&rng, o.seed);
+  int failures = 0, first_row = 1;
+  const size_t y_elem = fp8gemm_dtype_size(o.out_dtype);
+  for (int s = 0; s < shape_count; s++) {
+    const size_t N = shapes[s].N, K = shapes[s].K;
+    host_data h;
+    memset(&h, 0, sizeof h);
+    h.N = N;
+    h.K = K;
+    if (make_weight(&rng, N, K, &h)) {
+      fprintf(stderr, "fp8gemm bench: out of memory for N=%zu K=%zu\n", N, K);
+      return 1;
+    }
+    fp8gemm_weight *weights[2] = {NULL, NULL};
+    for (int l = 0; l < 2; l++) {
+      if (!(o.layouts & (1 << l))) continue;
+      fp8gemm_weight_desc d;
+      fp8gemm_weight_desc_init(&d);
+      d.N = N;
+      d.K = K;
+      d.dtype = FP8GEMM_DTYPE_E4M3FN;
+      d.data = h.wq;
+      d.layout = FP8GEMM_LAYOUT_PLAIN;
+      d.memory = FP8GEMM_MEMORY_HOST;
+      d.scale_inv = h.ws;
+      d.target_layout = l == 0 ? (int)FP8GEMM_LAYOUT_PLAIN : (int)fp8gemm_context_preshuffled_layout(ctx);
+      if ((st = fp8gemm_weight_create(ctx, &d, &weights[l])) != FP8GEMM_OK)
+        return cli_fail("bench", "weight", st);
+    }
+    float *wf = NULL; /* dequantized weight for sgemm, built on first use */
+    for (size_t mi = 0; mi < shapes[s].m_count; mi++) {
+      const size_t M = shapes[s].m_values[mi];
+      if (make_x(host, &rng, M, K, &h)) {
+        fprintf(stderr, "fp8gemm bench: x of M=%zu K=%zu failed: %s\n", M, K, fp8gemm_last_error());
+        return 1;
+      }
+      /* Reference on sampled rows. */
+      size_t rows[MAX_CHECK_ROWS];
+      const size_t nrows = check_rows(M, rows);
+      double *ref = malloc(nrows * N * sizeof(double));
+      if (!ref) return 1;
+      for (size_t r = 0; r < nrows; r++)
+        if ((st = fp8gemm_gemm_reference(1, N, K, h.xq + rows[r] * K, K, h.xs + rows[r] * h.groups,
+                                         FP8GEMM_SCALE_ROW_MAJOR, h.groups, h.wq,
+                                         FP8GEMM_LAYOUT_PLAIN, h.ws, NULL, ref + r * N, N)) != FP8GEMM_OK)
+          return cli_fail("bench", "reference", st);
+
+      double sgemm_s = NAN;
+#ifdef FP8GEMM_HAVE_OPENBLAS
+      if (o.openblas) {
+        if (!wf) {
+          wf = malloc(N * K * sizeof(float));
+          if (!wf) return 1;
+          const size_t groups = (K + 127) / 128;
+          for (size_t n = 0; n < N; n++)
+            for (size_t k = 0; k < K; k++)
+              wf[n * K + k] = fp8gemm_e4m3fn_to_float(h.wq[n * K + k]) * h.ws[(n / 128) * groups + k / 128];
+        }
+        float *ys = malloc(M * N * sizeof(float));
+        if (!ys) return 1;
+        sgemm_call sc = {M, N, K, h.x, wf, ys};
+        int runs;
+        time_median(run_sgemm, &sc, o.iters, o.budget, &sgemm_s, &runs);
+        free(ys);
+      }
+#endif
+
+      /* Backend buffers. */
+      void *xq_b, *xs_b, *y_b, *ws_b = NULL;
+      size_t ws_bytes = 0;
+      if ((st = fp8gemm_memory_alloc(ctx, M * K, &xq_b)) != FP8GEMM_OK ||
+          (st = fp8gemm_memory_alloc(ctx, M * h.groups * sizeof(float), &xs_b)) != FP8GEMM_OK ||
+          (st = fp8gemm_memory_alloc(ctx, M * N * y_elem, &y_b)) != FP8GEMM_OK)
+        return cli_fail("bench", "memory", st);
+      fp8gemm_memory_copy(ctx, xq_b, h.xq, M * K, FP8GEMM_COPY_HOST_TO_BACKEND);
+      fp8gemm_memory_copy(ctx, xs_b, h.xs, M * h.groups * sizeof(float), FP8GEMM_COPY_HOST_TO_BACKEND);
+      void *y_host = malloc(M * N * y_elem);
+      if (!y_host) return 1;
+
+      double layout_us[2] = {NAN, NAN};
+      for (int l = 0; l < 2; l++) {
+        if (!weights[l]) continue;
+        size_t need;
+        if ((st = fp8gemm_linear_workspace_size(ctx, weights[l], M, &need)) != FP8GEMM_OK)
+          return cli_fail("bench", "workspace size", st);
+        if (need > ws_bytes) {
+          fp8gemm_memory_free(ctx, ws_b);
+          if ((st = fp8gemm_memory_alloc(ctx, need, &ws_b)) != FP8GEMM_OK)
+            return cli_fail("bench", "workspace", st);
+          ws_bytes = need;
+        }
+        gemm_call gc = {ctx, weights[l], M, h.groups, xq_b, xs_b, y_b, o.out_dtype, ws_b, ws_bytes};
+        double seconds = NAN;
+        int runs = 0;
+        if ((st = time_median(run_gemm, &gc, o.iters, o.budget, &seconds, &runs)) != FP8GEMM_OK)
+          return cli_fail("bench", "gemm", st);
+        layout_us[l] = seconds * 1e6;
+        fp8gemm_memory_copy(ctx, y_host, y_b, M * N * y_elem, FP8GEMM_COPY_BACKEND_TO_HOST);
+        double num = 0, den = 0;
+        for (size_t r = 0; r < nrows; r++)
+          for (size_t n = 0; n < N; n++) {
+            const double d = (double)to_float(o.out_dtype, y_host, rows[r] * N + n) - ref[r * N + n];
+            num += d * d;
+            den += ref[r * N + n] * ref[r * N + n];
+          }
+        const double rel_err = isnan(num) ? INFINITY : den > 0 ? sqrt(num / den) : sqrt(num);
+        /* The bound for fp32 output; 16-bit outputs carry their own rounding. */
+        const double tolerance = o.out_dtype == FP8GEMM_DTYPE_F32 ? 1e-5 : 1e-2;
+        if (!(rel_err <= tolerance)) failures++;
+        const double flops = 2.0 * (double)M * (double)N * (double)K;
+        const char *layout = fp8gemm_layout_name(fp8gemm_weight_layout(weights[l]));
+        char kernel[96];
+        snprintf(kernel, sizeof kernel, "%s/%s/%s", backend_name, device, layout);
+        printf("%-16s %6zu %6zu %6zu %-16s %11.1f %8.1f %7.2f %9.2e %11.1f %8.2f\n", shapes[s].set, M,
+               N, K, layout, seconds * 1e6, flops / seconds * 1e-9, (double)(N * K) / seconds * 1e-9,
+               rel_err, sgemm_s * 1e6, sgemm_s / seconds);
+        if (json) {
+          fprintf(json, "%s  {\"backend\": \"%s\", \"device\": \"%s\", \"kernel\": \"%s\", ",
+                  first_row ? "" : ",\n", backend_name, device, kernel);
+          fprintf(json, "\"layout\": \"%s\", \"set\": \"%s\", \"M\": %zu, \"N\": %zu, \"K\": %zu, ",
+                  layout, shapes[s].set, M, N, K);
+          fprintf(json, "\"out_dtype\": \"%s\", \"threads\": %d, \"iters\": %d, ",
+                  fp8gemm_dtype_name(o.out_dtype), threads, runs);
+          json_number(json, "us", seconds * 1e6, 0);
+          json_number(json, "gflops", flops / seconds * 1e-9, 0);
+          json_number(json, "gbps", (double)(N * K) / seconds * 1e-9, 0);
+          json_number(json, "rel_err", rel_err, 0);
+          json_number(json, "openblas_sgemm_us", sgemm_s * 1e6, 0);
+          json_number(json, "openblas_sgemm_gflops", flops / sgemm_s * 1e-9, 0);
+          json_number(json, "speedup_vs_openblas", sgemm_s / seconds, 1);
+          fprintf(json, "}");
+          first_row = 0;
+        }
+      }
+      if (weights[0] && weights[1])
+        printf("%-16s %6zu %6zu %6zu %-16s plain/preshuffled time = %.2f\n", shapes[s].set, M, N, K,
+               "", layout_us[0] / layout_us[1]);
+      free(y_host);
+      free(ref);
+      fp8gemm_memory_free(ctx, xq_b);
+      fp8gemm_memory_free(ctx, xs_b);
+      fp8gemm_memory_free(ctx, y_b);
+      fp8gemm_memory_free(ctx, ws_b);
+      free_x(&h);
+    }
+    free(wf);
+    fp8gemm_weight_destroy(weights[0]);
+    fp8gemm_weight_destroy(weights[1]);
+    free(h.wq);
+    free(h.ws);
+    fflush(stdout);
+  }
+  if (json) {
+    fprintf(json, "\n]\n");
+    fclose(json);
+  }
+  free(shapes);
+  fp8gemm_context_destroy(host);
+  fp8gemm_context_destroy(ctx);
+  if (failures) fprintf(stderr, "fp8gemm bench: %d row(s) above the error bound\n", failures);
+  return failures ? 1 : 0;
+}
