@@ -13,8 +13,9 @@
  * and its fp64 reference far more): each M in 1..300 takes one of the 16
  * (N, K) pairs, rotating so every pair meets M values of every residue the
  * tiles care about (5 is coprime with 16), and the large M values take
- * several pairs. The reference runs on all rows when the problem is small,
- * else on sampled rows that include both ends, tile edges and the middle. */
+ * several pairs; the heaviest pair stops at M = 64. The reference runs on
+ * all rows when the problem is small, else on sampled rows that include
+ * both ends, tile edges and the middle. */
 #include "cpu_testing.h"
 
 static const size_t sweep_n[4] = {16, 128, 200, 2112};
@@ -27,7 +28,11 @@ typedef struct sweep_case {
 static size_t build_cases(sweep_case *cases) {
   size_t count = 0;
   for (size_t M = 1; M <= 300; M++) {
-    const size_t pair = (M * 5) % 16;
+    size_t pair = (M * 5) % 16;
+    /* The heaviest pair (2112 x 7168) only up to M = 64: beyond, the large-M
+     * kernel is the same code on more row tiles, and its cost (and that of
+     * the reference) would dominate the run under the sanitizers. */
+    if (sweep_n[pair % 4] == 2112 && sweep_k[pair / 4] == 7168 && M > 64) pair = (pair + 1) % 16;
     cases[count++] = (sweep_case){M, sweep_n[pair % 4], sweep_k[pair / 4]};
   }
   /* Large M: each value with more than one pair, every N and K met. */
