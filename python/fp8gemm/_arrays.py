@@ -16,6 +16,7 @@ torch is imported lazily: the package works without it.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -46,6 +47,15 @@ class Device:
 
 
 HOST = Device("cpu")
+_CUDA_DEVICES: dict[int, Device] = {}
+
+
+def cuda_device(index: int) -> Device:
+    """The (shared) Device for a CUDA ordinal."""
+    device = _CUDA_DEVICES.get(index)
+    if device is None:
+        device = _CUDA_DEVICES.setdefault(index, Device("cuda", index))
+    return device
 
 # --------------------------------------------------------------------------
 # dtypes
@@ -91,17 +101,23 @@ def _numpy_dtype_code(dtype: np.dtype) -> Optional[DType]:
     return None
 
 
+_TORCH_DTYPE_CODES: dict[Any, DType] = {}
+
+
 def _torch_dtype_code(dtype: Any) -> Optional[DType]:
-    torch = torch_module()
-    table = {
-        torch.float32: DType.F32,
-        torch.float16: DType.F16,
-        torch.bfloat16: DType.BF16,
-        torch.uint8: DType.E4M3FN,  # raw e4m3fn bytes
-        torch.float8_e4m3fn: DType.E4M3FN,
-        torch.float8_e4m3fnuz: DType.E4M3FNUZ,
-    }
-    return table.get(dtype)
+    if not _TORCH_DTYPE_CODES:  # built once torch is there
+        torch = torch_module()
+        _TORCH_DTYPE_CODES.update(
+            {
+                torch.float32: DType.F32,
+                torch.float16: DType.F16,
+                torch.bfloat16: DType.BF16,
+                torch.uint8: DType.E4M3FN,  # raw e4m3fn bytes
+                torch.float8_e4m3fn: DType.E4M3FN,
+                torch.float8_e4m3fnuz: DType.E4M3FNUZ,
+            }
+        )
+    return _TORCH_DTYPE_CODES.get(dtype)
 
 
 DTypeLike = Union[DType, str, np.dtype, type, Any]
@@ -185,7 +201,7 @@ class Array:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
 
 def describe(
@@ -252,18 +268,17 @@ def _describe_torch(tensor: Any, what: str, allowed: Sequence[DType], writable: 
         raise InvalidArgumentError(
             f"{what}: dtype {tensor.dtype} is not supported here (expected {_allowed_names(allowed)})"
         )
-    device_type = tensor.device.type
-    if device_type == "cpu":
+    if tensor.is_cuda:
+        device = cuda_device(tensor.get_device())
+    elif tensor.is_cpu:
         device = HOST
-    elif device_type == "cuda":
-        device = Device("cuda", tensor.device.index if tensor.device.index is not None else 0)
     else:
         raise InvalidArgumentError(f"{what}: tensors on device '{tensor.device}' are not supported")
-    if tensor.requires_grad and writable:
+    if writable and tensor.requires_grad:
         raise InvalidArgumentError(f"{what}: an output must not require grad")
     pointer = tensor.data_ptr()
     itemsize = tensor.element_size()
-    if tensor.numel() and pointer % itemsize != 0:
+    if pointer % itemsize != 0 and tensor.numel():
         raise InvalidArgumentError(f"{what}: data pointer {pointer:#x} is not aligned to {itemsize} bytes")
     return Array(tensor, True, pointer, tuple(tensor.shape), tuple(tensor.stride()), code, device, what)
 
@@ -298,11 +313,13 @@ def as_matrix(array: Array, *, collapse_leading: bool = False) -> Matrix:
     stride of at least the row length.
     """
     shape, strides, what = array.shape, array.strides, array.what
+    if len(shape) == 2 and shape[0] > 1 and shape[1] > 1 and strides[1] == 1 and strides[0] >= shape[1]:
+        return Matrix(array, shape[0], shape[1], strides[0])  # the common case, checked
     if len(shape) < 1 or (len(shape) != 2 and not collapse_leading):
         raise InvalidArgumentError(f"{what}: expected a 2-D array [rows, cols], got shape {list(shape)}")
     cols = shape[-1]
     if 0 in shape:  # empty: nothing is read or written, strides do not matter
-        return Matrix(array, 0 if 0 in shape[:-1] else int(np.prod(shape[:-1])), cols, max(cols, 1))
+        return Matrix(array, math.prod(shape[:-1]), cols, max(cols, 1))
     if cols > 1 and strides[-1] != 1:
         raise InvalidArgumentError(
             f"{what}: rows must be contiguous (stride 1 along the last axis), got strides "
@@ -379,6 +396,19 @@ def empty(like: Array, shape: Sequence[int], code: DType) -> Any:
     return np.empty(tuple(shape), dtype=numpy_dtype(code))
 
 
+def empty_matrix(like: Array, shape: Sequence[int], code: DType, what: str) -> Matrix:
+    """A new dense array (as :func:`empty`) described as rows of its last
+    axis, without re-checking what was just allocated."""
+    obj = empty(like, shape, code)
+    cols = shape[-1]
+    rows = math.prod(shape[:-1])
+    pointer = obj.data_ptr() if like.is_torch else obj.__array_interface__["data"][0]
+    ndim = len(shape)
+    strides = tuple(math.prod(shape[axis + 1 :]) for axis in range(ndim))
+    array = Array(obj, like.is_torch, pointer, tuple(shape), strides, code, like.device, what)
+    return Matrix(array, rows, cols, max(cols, 1))
+
+
 def empty_bytes(like: Array, nbytes: int) -> Any:
     """A workspace of ``nbytes`` bytes beside ``like`` (torch only; numpy
     callers let the library allocate)."""
@@ -402,7 +432,7 @@ class RawArray:
 def describe_raw(obj: Any, what: str) -> RawArray:
     """Describes a numpy array or torch tensor of any element type."""
     if is_torch_tensor(obj):
-        device = HOST if obj.device.type == "cpu" else Device(obj.device.type, obj.device.index or 0)
+        device = HOST if obj.is_cpu else Device(obj.device.type, obj.device.index or 0)
         return RawArray(obj, obj.data_ptr(), tuple(obj.shape), tuple(obj.stride()),
                         obj.element_size(), device, what)
     array = np.asarray(obj)

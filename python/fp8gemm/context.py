@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _lib
-from ._arrays import HOST, Device, torch_module
+from ._arrays import HOST, Device, cuda_device, torch_module
 from .enums import Backend, BackendLike, Layout, parse_backend
 from .errors import InvalidArgumentError
 
@@ -72,7 +72,7 @@ class Context:
         self._lock = threading.Lock()
         self._stream: Optional[int] = None
         self.backend = Backend(_lib.lib.fp8gemm_context_backend(self._handle))
-        self.device = Device("cuda", int(device)) if self.backend is Backend.CUDA else HOST
+        self.device = cuda_device(int(device)) if self.backend is Backend.CUDA else HOST
         self.tuned_table = Path(tuned_table) if tuned_table is not None else None
 
     # -- lifetime ----------------------------------------------------------
@@ -152,7 +152,7 @@ class Context:
         Checks that the data is where this context computes, and on CUDA
         points the context at torch's current stream of that device first.
         """
-        if device != self.device:
+        if device is not self.device and device != self.device:
             raise InvalidArgumentError(
                 f"the data is on {device} but the context computes on {self.device} "
                 f"(backend {self.backend.name.lower()}); move the data or use a context "
@@ -174,6 +174,11 @@ def current_cuda_stream(device: Device) -> int:
     torch = torch_module()
     if torch is None:
         return 0
+    # The raw pointer without a Stream object (what torch's Inductor uses);
+    # the public API where that private function is missing.
+    get_raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if get_raw is not None:
+        return int(get_raw(device.index))
     return int(torch.cuda.current_stream(device.index).cuda_stream)
 
 

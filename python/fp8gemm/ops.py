@@ -31,6 +31,7 @@ from ._arrays import (
     describe,
     empty,
     empty_bytes,
+    empty_matrix,
     parse_float_dtype,
 )
 from .context import Context, default_context
@@ -194,7 +195,8 @@ def _output(
 ) -> tuple[Any, Matrix]:
     """The output array (given or new) and its rows."""
     if out is None:
-        out = empty(like, shape, code)
+        matrix = empty_matrix(like, shape, code, "out")
+        return matrix.array.obj, matrix
     out_array = describe(out, "out", FLOAT_DTYPES, writable=True)
     if out_array.dtype is not code:
         raise InvalidArgumentError(
@@ -207,10 +209,10 @@ def _output(
 
 
 def _workspace(weight: Weight, like: Array, M: int) -> tuple[Any, int, int]:
-    """A torch workspace from torch's caching allocator (so that a forward does
-    no allocation of its own, also under CUDA graph capture); none for numpy
-    (the library allocates, host memory)."""
-    if not like.is_torch:
+    """A workspace from torch's caching allocator for CUDA tensors (so that a
+    forward does no allocation of its own, also under CUDA graph capture);
+    none for host arrays (the library takes host memory itself)."""
+    if not like.device.is_cuda:
         return None, 0, 0
     nbytes = weight.workspace_size(M)
     buffer = empty_bytes(like, nbytes)
@@ -280,21 +282,23 @@ def linear(
     if M > 0:
         workspace, workspace_pointer, workspace_bytes = _workspace(weight, x_array, M)
         context = weight.context
+        context_handle, weight_handle = context.handle, weight.handle
         context.run(
             x_array.device,
-            lambda: _lib.call(
-                _lib.lib.fp8gemm_linear,
-                context.handle,
-                weight.handle,
-                M,
-                int(x_array.dtype),
-                x_matrix.pointer,
-                x_matrix.ld,
-                int(compute_code),
-                y_matrix.pointer,
-                y_matrix.ld,
-                workspace_pointer or None,
-                workspace_bytes,
+            lambda: _lib.check(
+                _lib.lib.fp8gemm_linear(
+                    context_handle,
+                    weight_handle,
+                    M,
+                    x_array.dtype,
+                    x_matrix.pointer,
+                    x_matrix.ld,
+                    compute_code,
+                    y_matrix.pointer,
+                    y_matrix.ld,
+                    workspace_pointer or None,
+                    workspace_bytes,
+                )
             ),
         )
         del workspace  # (kept alive until the call was queued)

@@ -280,6 +280,10 @@ class Weight:
 
     def workspace_size(self, M: int) -> int:
         """Workspace bytes that make a forward of ``M`` rows allocation-free."""
+        cache: dict[int, int] = self.__dict__.setdefault("_workspace_sizes", {})
+        cached = cache.get(M)
+        if cached is not None:
+            return cached
         size = ctypes.c_size_t()
         _lib.call(
             _lib.lib.fp8gemm_linear_workspace_size,
@@ -288,7 +292,8 @@ class Weight:
             M,
             ctypes.byref(size),
         )
-        return int(size.value)
+        cache[M] = int(size.value)
+        return cache[M]
 
     def __repr__(self) -> str:
         if self._handle is None:

@@ -212,3 +212,19 @@ def test_weights_are_freed_with_their_module() -> None:
     assert handle() is None
     with pytest.raises(fp8gemm.InvalidArgumentError, match="no live weight"):
         torch.ops.fp8gemm.linear(torch.randn(1, 64), weight_id, None)
+
+
+def test_eager_calls_skip_the_dispatcher_but_tracing_sees_the_op() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    layer = fp8torch.FP8Linear.from_linear(nn.Linear(256, 64))
+    x = torch.randn(5, 256)
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.ops.fp8gemm.linear(x, layer.weight_id, None))
+        graph = make_fx(layer)(x)  # a dispatch mode is active: the op must be called
+    targets = [node.target for node in graph.graph.nodes if node.op == "call_function"]
+    assert torch.ops.fp8gemm.linear.default in targets
+    with FakeTensorMode() as mode:  # fake tensors reach the fake implementation
+        fake = layer(mode.from_tensor(x).to(torch.bfloat16))
+    assert fake.shape == (5, 64) and fake.dtype == torch.bfloat16
