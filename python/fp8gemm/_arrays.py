@@ -249,7 +249,7 @@ def _describe_numpy(array: np.ndarray, what: str, allowed: Sequence[DType], writ
         raise InvalidArgumentError(f"{what}: the array is read-only")
     itemsize = array.dtype.itemsize
     strides: list[int] = []
-    for axis, (extent, stride) in enumerate(zip(array.shape, array.strides)):
+    for axis, stride in enumerate(array.strides):
         if stride % itemsize != 0:
             raise InvalidArgumentError(
                 f"{what}: stride {stride} bytes of axis {axis} is not a multiple of the "
@@ -353,7 +353,7 @@ def as_matrix(array: Array, *, collapse_leading: bool = False) -> Matrix:
     return Matrix(array, rows, cols, max(ld, 1))
 
 
-def check_contiguous(array: Array) -> None:
+def check_contiguous(array: "Array | RawArray") -> None:
     """Refuses an array that is not dense row-major (C order)."""
     expected = 1
     for axis in range(len(array.shape) - 1, -1, -1):

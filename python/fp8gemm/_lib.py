@@ -322,6 +322,13 @@ def call(function: Callable[..., int], *args: Any) -> None:
     check(function(*args))
 
 
+def handle_value(handle: ctypes.c_void_p) -> int:
+    """The address a successful ``*_create``/``*_open`` wrote (never NULL)."""
+    if not handle.value:
+        raise error_for_status(9, "the library returned OK but no handle", "internal error")
+    return int(handle.value)
+
+
 def version() -> str:
     """The library's version string ("0.1.0")."""
     return lib.fp8gemm_version_string().decode()

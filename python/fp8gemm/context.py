@@ -68,7 +68,7 @@ class Context:
         options.tuned_table_path = self._table_bytes
         handle = ctypes.c_void_p()
         _lib.call(_lib.lib.fp8gemm_context_create, ctypes.byref(options), ctypes.byref(handle))
-        self._handle = handle.value
+        self._handle = _lib.handle_value(handle)
         self._lock = threading.Lock()
         self._stream: Optional[int] = None
         self.backend = Backend(_lib.lib.fp8gemm_context_backend(self._handle))

@@ -13,7 +13,6 @@ row-major [G, M] array: what ``As.t().contiguous().t()`` gives in torch).
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any, Optional
 
 import numpy as np
@@ -38,7 +37,6 @@ from .context import Context, default_context
 from .enums import (
     FLOAT_DTYPES,
     DType,
-    Layout,
     LayoutLike,
     ScaleLayout,
     ScaleLayoutLike,

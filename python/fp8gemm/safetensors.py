@@ -137,12 +137,12 @@ class SafetensorsFile:
                 _lib.lib.fp8gemm_safetensors_open_memory, pointer, buffer.size, ctypes.byref(handle)
             )
             self.path: Optional[str] = None
-            self._mapping: Optional[_Mapping] = _Mapping(handle.value, buffer)
+            self._mapping: Optional[_Mapping] = _Mapping(_lib.handle_value(handle), buffer)
         else:
             path = os.fspath(source)
             _lib.call(_lib.lib.fp8gemm_safetensors_open, os.fsencode(path), ctypes.byref(handle))
             self.path = path
-            self._mapping = _Mapping(handle.value, None)
+            self._mapping = _Mapping(_lib.handle_value(handle), None)
 
     # -- lifetime ----------------------------------------------------------
 
@@ -270,7 +270,9 @@ class SafetensorsFile:
         bias_name = f"{name}.bias"
         bias = np.array(self.array(bias_name), dtype=np.float32) if bias_name in self else None
         scale_inv = np.array(self.array(f"{name}.weight_scale_inv"), dtype=np.float32)
-        return Weight._from_handle(handle.value, context, scale_inv, bias, keepalive=None)
+        return Weight._from_handle(
+            _lib.handle_value(handle), context, scale_inv, bias, keepalive=None
+        )
 
     def weight_names(self) -> list[str]:
         """Names X for which the file has ``X.weight`` (F8_E4M3) and

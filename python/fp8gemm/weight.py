@@ -188,7 +188,7 @@ class Weight:
             context.run(device, create)
         else:  # host data uploaded to a CUDA context
             create()
-        self._handle = handle.value
+        self._handle = _lib.handle_value(handle)
         self.context = context
         context._weights.add(self)
         #: host copy of the block scales [ceil(N/128), ceil(K/128)], float32

@@ -103,7 +103,7 @@ def test_closed_context_is_refused() -> None:
     context = fp8gemm.Context("cpu", num_threads=1)
     context.close()
     with pytest.raises(fp8gemm.InvalidArgumentError, match="closed"):
-        context.num_threads
+        _ = context.num_threads
     context.close()  # twice is fine
 
 

@@ -60,7 +60,8 @@ def test_k_not_a_multiple_of_16_is_refused_by_the_library() -> None:
 
 def test_weight_with_wrong_scale_shape() -> None:
     wq = np.zeros((200, 256), dtype=np.uint8)
-    with pytest.raises(fp8gemm.InvalidArgumentError, match=r"scale_inv: shape \[1, 2\] does not match the expected \[2, 2\]"):
+    expected = r"scale_inv: shape \[1, 2\] does not match the expected \[2, 2\]"
+    with pytest.raises(fp8gemm.InvalidArgumentError, match=expected):
         fp8gemm.Weight(wq, np.ones((1, 2), dtype=np.float32))
 
 

@@ -116,7 +116,8 @@ def test_in_place_weight_on_the_device() -> None:
     assert in_place.data_ptr == wq.data_ptr()
     assert np.array_equal(in_place.export("plain"), original.view(torch.uint8).cpu().numpy())
     x = torch.randn(8, 512, device="cuda")
-    assert relative_error(to_float64(fp8gemm.linear(x, in_place)), to_float64(fp8gemm.linear(x, weight))) < 1e-5
+    y_in_place, y_copy = fp8gemm.linear(x, in_place), fp8gemm.linear(x, weight)
+    assert relative_error(to_float64(y_in_place), to_float64(y_copy)) < 1e-5
 
 
 def test_calls_run_on_torchs_current_stream(odd_weight) -> None:
@@ -146,7 +147,8 @@ def test_cuda_graph_capture_and_replay(odd_weight) -> None:
     with torch.cuda.graph(graph):
         static_y = fp8torch.linear(static_x, weight)
     for seed in range(3):
-        static_x.copy_(torch.randn(16, K_ODD, device="cuda", generator=torch.Generator("cuda").manual_seed(seed)))
+        generator = torch.Generator("cuda").manual_seed(seed)
+        static_x.copy_(torch.randn(16, K_ODD, device="cuda", generator=generator))
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(static_y, fp8gemm.linear(static_x, weight))
@@ -186,7 +188,8 @@ def test_drop_in_on_the_gpu_with_torch_compile_and_cuda_graphs() -> None:
 
 def test_device_mismatch_is_an_error_with_a_message() -> None:
     cpu_weight = fp8gemm.Weight(*fp8gemm.quantize_weight(torch.randn(64, 256)))
-    with pytest.raises(fp8gemm.InvalidArgumentError, match="the data is on cuda:0 but the context computes on cpu"):
+    message = "the data is on cuda:0 but the context computes on cpu"
+    with pytest.raises(fp8gemm.InvalidArgumentError, match=message):
         fp8gemm.linear(torch.randn(2, 256, device="cuda"), cpu_weight)
     wq, scale_inv = fp8gemm.quantize_weight(torch.randn(64, 256, device="cuda"))
     with pytest.raises(fp8gemm.InvalidArgumentError, match="one device"):
