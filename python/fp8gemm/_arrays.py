@@ -102,6 +102,7 @@ def _numpy_dtype_code(dtype: np.dtype) -> Optional[DType]:
 
 
 _TORCH_DTYPE_CODES: dict[Any, DType] = {}
+_TORCH_DTYPES: dict[DType, Any] = {}
 
 
 def _torch_dtype_code(dtype: Any) -> Optional[DType]:
@@ -115,6 +116,15 @@ def _torch_dtype_code(dtype: Any) -> Optional[DType]:
                 torch.uint8: DType.E4M3FN,  # raw e4m3fn bytes
                 torch.float8_e4m3fn: DType.E4M3FN,
                 torch.float8_e4m3fnuz: DType.E4M3FNUZ,
+            }
+        )
+        _TORCH_DTYPES.update(
+            {
+                DType.F32: torch.float32,
+                DType.F16: torch.float16,
+                DType.BF16: torch.bfloat16,
+                DType.E4M3FN: torch.float8_e4m3fn,
+                DType.E4M3FNUZ: torch.float8_e4m3fnuz,
             }
         )
     return _TORCH_DTYPE_CODES.get(dtype)
@@ -171,14 +181,8 @@ def numpy_dtype(code: DType) -> np.dtype:
 
 
 def torch_dtype(code: DType) -> Any:
-    torch = torch_module()
-    return {
-        DType.F32: torch.float32,
-        DType.F16: torch.float16,
-        DType.BF16: torch.bfloat16,
-        DType.E4M3FN: torch.float8_e4m3fn,
-        DType.E4M3FNUZ: torch.float8_e4m3fnuz,
-    }[code]
+    _torch_dtype_code(None)  # builds the table
+    return _TORCH_DTYPES[code]
 
 
 # --------------------------------------------------------------------------
@@ -390,9 +394,8 @@ def check_same_device(arrays: Sequence[Array]) -> Device:
 def empty(like: Array, shape: Sequence[int], code: DType) -> Any:
     """An uninitialized array of ``shape`` and ``code`` in the framework and on
     the device of ``like`` (torch: from torch's caching allocator)."""
-    if like.is_torch:
-        torch = torch_module()
-        return torch.empty(tuple(shape), dtype=torch_dtype(code), device=like.obj.device)
+    if like.is_torch:  # (new_empty: like's device without a torch.device object)
+        return like.obj.new_empty(tuple(shape), dtype=torch_dtype(code))
     return np.empty(tuple(shape), dtype=numpy_dtype(code))
 
 
@@ -412,8 +415,7 @@ def empty_matrix(like: Array, shape: Sequence[int], code: DType, what: str) -> M
 def empty_bytes(like: Array, nbytes: int) -> Any:
     """A workspace of ``nbytes`` bytes beside ``like`` (torch only; numpy
     callers let the library allocate)."""
-    torch = torch_module()
-    return torch.empty((nbytes,), dtype=torch.uint8, device=like.obj.device)
+    return like.obj.new_empty((nbytes,), dtype=torch_module().uint8)
 
 
 @dataclass

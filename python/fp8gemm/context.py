@@ -171,15 +171,20 @@ class Context:
 def current_cuda_stream(device: Device) -> int:
     """torch's current CUDA stream on ``device`` as a ``cudaStream_t`` value
     (0 when torch is not loaded: the default stream)."""
-    torch = torch_module()
-    if torch is None:
-        return 0
-    # The raw pointer without a Stream object (what torch's Inductor uses);
-    # the public API where that private function is missing.
-    get_raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    if get_raw is not None:
-        return int(get_raw(device.index))
-    return int(torch.cuda.current_stream(device.index).cuda_stream)
+    global _get_raw_stream
+    if _get_raw_stream is None:
+        torch = torch_module()
+        if torch is None:
+            return 0
+        # The raw pointer without a Stream object (what torch's Inductor
+        # uses); the public API where that private function is missing.
+        _get_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
+            lambda index: torch.cuda.current_stream(index).cuda_stream
+        )
+    return int(_get_raw_stream(device.index))
+
+
+_get_raw_stream: Optional[Callable[[int], int]] = None
 
 
 _default_contexts: dict[Device, Context] = {}
