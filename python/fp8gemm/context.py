@@ -96,6 +96,15 @@ class Context:
             _lib.lib.fp8gemm_context_destroy(self._handle)
             self._handle = None
 
+    def __copy__(self) -> "Context":
+        return self  # one backend state, shared
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Context":
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an fp8gemm.Context cannot be pickled")
+
     def __enter__(self) -> "Context":
         return self
 

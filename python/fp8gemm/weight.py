@@ -219,6 +219,18 @@ class Weight:
             self._handle = None
             self._keepalive = None
 
+    def __copy__(self) -> "Weight":
+        return self  # read-only after creation: copies share the handle
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Weight":
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an fp8gemm.Weight cannot be pickled (it holds backend memory); save it with "
+            "fp8gemm.safetensors.save_weights"
+        )
+
     def __enter__(self) -> "Weight":
         return self
 

@@ -229,3 +229,20 @@ def test_eager_calls_skip_the_dispatcher_but_tracing_sees_the_op() -> None:
     with FakeTensorMode() as mode:  # fake tensors reach the fake implementation
         fake = layer(mode.from_tensor(x).to(torch.bfloat16))
     assert fake.shape == (5, 64) and fake.dtype == torch.bfloat16
+
+
+def test_deepcopy_shares_the_read_only_handle_and_pickling_is_refused() -> None:
+    import copy
+    import pickle
+
+    block = fp8torch.convert_linear_layers(make_block())
+    twin = copy.deepcopy(block)
+    assert twin.qkv.fp8_weight is block.qkv.fp8_weight
+    x = torch.randn(1, 4, 256)
+    with torch.no_grad():
+        assert torch.equal(twin(x), block(x))
+    del block
+    with torch.no_grad():
+        twin(x)  # the shared handle is still alive
+    with pytest.raises(TypeError, match="save_weights"):
+        pickle.dumps(twin.qkv.fp8_weight)
