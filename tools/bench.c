@@ -28,11 +28,13 @@ static void usage(FILE *out) {
           "                     [--threads N] [--out-dtype f32|bf16|f16] [--no-openblas]\n"
           "                     [--seed N] [--json OUT]\n"
           "  Times fp8gemm_gemm (x already quantized 1x128) for every (N, K) and M of the\n"
-          "  shapes (file format: set,N,K,\"M values\"), once per weight layout. Each time is\n"
-          "  the median of --iters runs (default: as many as fit in --budget seconds, 0.5,\n"
-          "  at least 3) after one warm-up run. rel_err is ||y - ref|| / ||ref|| against the\n"
-          "  fp64 reference on up to %d sampled rows. With OpenBLAS built in, cblas_sgemm on\n"
-          "  the same shape (fp32 weights, same thread count) is timed too.\n",
+          "  shapes (file format: set,N,K,\"M values\"), once per weight layout. The layouts\n"
+          "  and sgemm are timed round-robin (one run of each per round, after a warm-up run\n"
+          "  of each) so load on the machine hits them alike; each time is the median of\n"
+          "  --iters rounds (default: as many as fit in --budget seconds, 0.5, at least 3).\n"
+          "  rel_err is ||y - ref|| / ||ref|| against the fp64 reference on up to %d\n"
+          "  sampled rows. With OpenBLAS built in, cblas_sgemm on the same shape (fp32\n"
+          "  weights, the dequantized ones; same thread count) is timed too.\n",
           MAX_CHECK_ROWS);
 }
 
@@ -54,35 +56,55 @@ static int compare_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Median seconds of `iters` runs of fn (iters == 0: by budget). */
 typedef fp8gemm_status (*timed_fn)(void *arg);
-static fp8gemm_status time_median(timed_fn fn, void *arg, int iters, double budget,
-                                  double *median, int *runs) {
-  double t0 = cli_now();
-  fp8gemm_status st = fn(arg); /* warm-up (and a first estimate) */
-  if (st != FP8GEMM_OK) return st;
-  const double first = cli_now() - t0;
-  int n = iters;
-  if (n <= 0) {
-    n = first > 0 ? (int)(budget / first) : 1000;
-    if (n < 3) n = 3;
-    if (n > 1000) n = 1000;
+
+/* One thing to time. */
+typedef struct candidate {
+  timed_fn fn;
+  void *arg;
+  double median; /* seconds */
+  int runs;
+} candidate;
+
+/* Times the candidates round-robin (one run of each per round, after one
+ * warm-up run of each), so a load change on the machine hits them alike,
+ * and keeps each one's median. Rounds: `iters`, or as many as fit in
+ * `budget` seconds per candidate, at least 3. */
+static fp8gemm_status time_interleaved(candidate *c, int count, int iters, double budget) {
+  double slowest = 0;
+  for (int i = 0; i < count; i++) {
+    const double t0 = cli_now();
+    fp8gemm_status st = c[i].fn(c[i].arg);
+    if (st != FP8GEMM_OK) return st;
+    const double t = cli_now() - t0;
+    if (t > slowest) slowest = t;
   }
-  double *times = malloc((size_t)n * sizeof *times);
+  int rounds = iters;
+  if (rounds <= 0) {
+    rounds = slowest > 0 ? (int)(budget / slowest) : 1000;
+    if (rounds < 3) rounds = 3;
+    if (rounds > 1000) rounds = 1000;
+  }
+  double *times = malloc((size_t)rounds * (size_t)count * sizeof *times);
   if (!times) return FP8GEMM_ERROR_OUT_OF_MEMORY;
-  for (int i = 0; i < n; i++) {
-    t0 = cli_now();
-    st = fn(arg);
-    times[i] = cli_now() - t0;
-    if (st != FP8GEMM_OK) break;
-  }
-  if (st == FP8GEMM_OK) {
-    qsort(times, (size_t)n, sizeof *times, compare_double);
-    *median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-    *runs = n;
+  for (int r = 0; r < rounds; r++)
+    for (int i = 0; i < count; i++) {
+      const double t0 = cli_now();
+      fp8gemm_status st = c[i].fn(c[i].arg);
+      times[(size_t)i * (size_t)rounds + (size_t)r] = cli_now() - t0;
+      if (st != FP8GEMM_OK) {
+        free(times);
+        return st;
+      }
+    }
+  for (int i = 0; i < count; i++) {
+    double *t = times + (size_t)i * (size_t)rounds;
+    qsort(t, (size_t)rounds, sizeof *t, compare_double);
+    c[i].median = rounds % 2 ? t[rounds / 2] : 0.5 * (t[rounds / 2 - 1] + t[rounds / 2]);
+    c[i].runs = rounds;
   }
   free(times);
-  return st;
+  return FP8GEMM_OK;
 }
 
 typedef struct gemm_call {
@@ -363,8 +385,12 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
                                          FP8GEMM_LAYOUT_PLAIN, h.ws, NULL, ref + r * N, N)) != FP8GEMM_OK)
           return cli_fail("bench", "reference", st);
 
-      double sgemm_s = NAN;
+      /* Everything timed for this M, run round-robin: [sgemm,] layouts. */
+      candidate cands[3];
+      int ncand = 0, sgemm_index = -1, layout_index[2] = {-1, -1};
+      float *ys = NULL;
 #ifdef FP8GEMM_HAVE_OPENBLAS
+      sgemm_call sc;
       if (o.openblas) {
         if (!wf) {
           wf = malloc(N * K * sizeof(float));
@@ -374,46 +400,54 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
             for (size_t k = 0; k < K; k++)
               wf[n * K + k] = fp8gemm_e4m3fn_to_float(h.wq[n * K + k]) * h.ws[(n / 128) * groups + k / 128];
         }
-        float *ys = malloc(M * N * sizeof(float));
+        ys = malloc(M * N * sizeof(float));
         if (!ys) return 1;
-        sgemm_call sc = {M, N, K, h.x, wf, ys};
-        int runs;
-        time_median(run_sgemm, &sc, o.iters, o.budget, &sgemm_s, &runs);
-        free(ys);
+        sc = (sgemm_call){M, N, K, h.x, wf, ys};
+        sgemm_index = ncand;
+        cands[ncand++] = (candidate){run_sgemm, &sc, NAN, 0};
       }
 #endif
 
-      /* Backend buffers. */
-      void *xq_b, *xs_b, *y_b, *ws_b = NULL;
+      /* Backend buffers: one output per layout, one workspace for all. */
+      void *xq_b, *xs_b, *y_b[2] = {NULL, NULL}, *ws_b = NULL;
       size_t ws_bytes = 0;
       if ((st = fp8gemm_memory_alloc(ctx, M * K, &xq_b)) != FP8GEMM_OK ||
-          (st = fp8gemm_memory_alloc(ctx, M * h.groups * sizeof(float), &xs_b)) != FP8GEMM_OK ||
-          (st = fp8gemm_memory_alloc(ctx, M * N * y_elem, &y_b)) != FP8GEMM_OK)
+          (st = fp8gemm_memory_alloc(ctx, M * h.groups * sizeof(float), &xs_b)) != FP8GEMM_OK)
         return cli_fail("bench", "memory", st);
       fp8gemm_memory_copy(ctx, xq_b, h.xq, M * K, FP8GEMM_COPY_HOST_TO_BACKEND);
       fp8gemm_memory_copy(ctx, xs_b, h.xs, M * h.groups * sizeof(float), FP8GEMM_COPY_HOST_TO_BACKEND);
+      gemm_call gc[2];
+      for (int l = 0; l < 2; l++) {
+        if (!weights[l]) continue;
+        size_t need;
+        if ((st = fp8gemm_linear_workspace_size(ctx, weights[l], M, &need)) != FP8GEMM_OK)
+          return cli_fail("bench", "workspace size", st);
+        if (need > ws_bytes) ws_bytes = need;
+        if ((st = fp8gemm_memory_alloc(ctx, M * N * y_elem, &y_b[l])) != FP8GEMM_OK)
+          return cli_fail("bench", "memory", st);
+      }
+      if ((st = fp8gemm_memory_alloc(ctx, ws_bytes, &ws_b)) != FP8GEMM_OK)
+        return cli_fail("bench", "workspace", st);
+      for (int l = 0; l < 2; l++) {
+        if (!weights[l]) continue;
+        gc[l] = (gemm_call){ctx, weights[l], M, h.groups, xq_b, xs_b, y_b[l], o.out_dtype, ws_b, ws_bytes};
+        layout_index[l] = ncand;
+        cands[ncand++] = (candidate){run_gemm, &gc[l], NAN, 0};
+      }
+      if ((st = time_interleaved(cands, ncand, o.iters, o.budget)) != FP8GEMM_OK)
+        return cli_fail("bench", "timing", st);
+      const double sgemm_s = sgemm_index >= 0 ? cands[sgemm_index].median : NAN;
+      free(ys);
       void *y_host = malloc(M * N * y_elem);
       if (!y_host) return 1;
 
       double layout_us[2] = {NAN, NAN};
       for (int l = 0; l < 2; l++) {
         if (!weights[l]) continue;
-        size_t need;
-        if ((st = fp8gemm_linear_workspace_size(ctx, weights[l], M, &need)) != FP8GEMM_OK)
-          return cli_fail("bench", "workspace size", st);
-        if (need > ws_bytes) {
-          fp8gemm_memory_free(ctx, ws_b);
-          if ((st = fp8gemm_memory_alloc(ctx, need, &ws_b)) != FP8GEMM_OK)
-            return cli_fail("bench", "workspace", st);
-          ws_bytes = need;
-        }
-        gemm_call gc = {ctx, weights[l], M, h.groups, xq_b, xs_b, y_b, o.out_dtype, ws_b, ws_bytes};
-        double seconds = NAN;
-        int runs = 0;
-        if ((st = time_median(run_gemm, &gc, o.iters, o.budget, &seconds, &runs)) != FP8GEMM_OK)
-          return cli_fail("bench", "gemm", st);
+        const double seconds = cands[layout_index[l]].median;
+        const int runs = cands[layout_index[l]].runs;
         layout_us[l] = seconds * 1e6;
-        fp8gemm_memory_copy(ctx, y_host, y_b, M * N * y_elem, FP8GEMM_COPY_BACKEND_TO_HOST);
+        fp8gemm_memory_copy(ctx, y_host, y_b[l], M * N * y_elem, FP8GEMM_COPY_BACKEND_TO_HOST);
         double num = 0, den = 0;
         for (size_t r = 0; r < nrows; r++)
           for (size_t n = 0; n < N; n++) {
@@ -457,7 +491,8 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       free(ref);
       fp8gemm_memory_free(ctx, xq_b);
       fp8gemm_memory_free(ctx, xs_b);
-      fp8gemm_memory_free(ctx, y_b);
+      fp8gemm_memory_free(ctx, y_b[0]);
+      fp8gemm_memory_free(ctx, y_b[1]);
       fp8gemm_memory_free(ctx, ws_b);
       free_x(&h);
     }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cpu_internal.h"
@@ -110,16 +111,27 @@ static fp8gemm_status cpu_synchronize(fp8gemm_context *ctx) {
   return FP8GEMM_OK;
 }
 
+/* Large buffers (weights, big workspaces) get 2 MiB alignment and, on
+ * Linux, transparent huge pages: first touch then costs one fault per 2 MiB
+ * instead of per 4 KiB (a 117 MB weight: 57 faults, not 28,700), and
+ * streaming a weight misses the TLB 512x less often. */
+#define CPU_HUGE_PAGE ((size_t)2 << 20)
+#define CPU_HUGE_THRESHOLD ((size_t)8 << 20)
+
 static fp8gemm_status cpu_alloc(fp8gemm_context *ctx, size_t bytes, void **ptr) {
   (void)ctx;
   *ptr = NULL;
-  if (bytes > SIZE_MAX - 64)
+  if (bytes > SIZE_MAX - CPU_HUGE_PAGE)
     return fp8gemm_set_error(FP8GEMM_ERROR_OUT_OF_MEMORY, "cpu alloc: %zu bytes", bytes);
+  const size_t alignment = bytes >= CPU_HUGE_THRESHOLD ? CPU_HUGE_PAGE : 64;
   /* aligned_alloc needs a multiple of the alignment; 0 bytes still gives a
    * pointer so callers can free it uniformly. */
-  const size_t rounded = bytes ? (bytes + 63) & ~(size_t)63 : 64;
-  void *p = aligned_alloc(64, rounded);
+  const size_t rounded = bytes ? (bytes + alignment - 1) & ~(alignment - 1) : alignment;
+  void *p = aligned_alloc(alignment, rounded);
   if (!p) return fp8gemm_set_error(FP8GEMM_ERROR_OUT_OF_MEMORY, "cpu alloc: %zu bytes", bytes);
+#ifdef MADV_HUGEPAGE
+  if (alignment == CPU_HUGE_PAGE) (void)madvise(p, rounded, MADV_HUGEPAGE); /* a hint only */
+#endif
   *ptr = p;
   return FP8GEMM_OK;
 }

@@ -220,10 +220,20 @@ static void pack_a(const large_job *job, size_t m0, size_t mr, size_t k0, size_t
       as[g * CPU_GEMM_MR + i] = i < mr ? x_scale_at(a, m0 + i, g0 + g) * 65536.0f : 0.0f;
 }
 
+/* Decodes columns pc..pc+kc of the 16-row panel at n0 into b[kc][16]. */
+static void pack_b_panel(const large_job *job, size_t n0, size_t pc, size_t kc, float *b) {
+  const fp8gemm_weight *w = job->w;
+  const size_t rows = min_size(16, w->N - n0);
+  if (w->layout == FP8GEMM_LAYOUT_PLAIN)
+    job->st->kernels->pack_b_plain(kc, rows, w->data + n0 * w->K + pc, w->K, b, job->st->decode_lut);
+  else
+    job->st->kernels->pack_b_preshuffled(kc, rows, w->data + n0 * w->K + pc * rows, b,
+                                         job->st->decode_lut);
+}
+
 static void run_large_block(const large_job *job, size_t m_lo, size_t m_hi, size_t p_lo,
                             size_t p_hi, uint8_t *ws) {
   const cpu_kernels *kern = job->st->kernels;
-  const float *lut = job->st->decode_lut;
   const fp8gemm_weight *w = job->w;
   const fp8gemm_gemm_args *a = job->args;
   const large_plan *plan = &job->plan;
@@ -254,14 +264,13 @@ static void run_large_block(const large_job *job, size_t m_lo, size_t m_hi, size
         const size_t kc = min_size(plan->kc, K - pc), g0 = pc / GROUP;
         const size_t ng = fp8gemm_ceil_div(kc, GROUP);
         const bool last = pc + kc >= K;
-        for (size_t jp = 0; jp < panels; jp++) {
-          const size_t n0 = jc + jp * 16, rows = min_size(16, N - n0);
-          float *bp = bpack + jp * kc * 16;
-          if (w->layout == FP8GEMM_LAYOUT_PLAIN)
-            kern->pack_b_plain(kc, rows, w->data + n0 * K + pc, K, bp, lut);
-          else
-            kern->pack_b_preshuffled(kc, rows, w->data + n0 * K + pc * rows, bp, lut);
-        }
+        /* With several row blocks the decoded B block is reused by each
+         * and is packed once up front (it lives in L2/L3); with one row
+         * block each panel is decoded right before its tiles, into one
+         * L1-sized slot, so no decoded weight travels through memory. */
+        const bool reuse_b = m_end - mc0 > plan->mc;
+        if (reuse_b)
+          for (size_t jp = 0; jp < panels; jp++) pack_b_panel(job, jc + jp * 16, pc, kc, bpack + jp * kc * 16);
         for (size_t ic = mc0; ic < m_end; ic += plan->mc) {
           const size_t mcb = min_size(plan->mc, m_end - ic);
           const size_t row_tiles = fp8gemm_ceil_div(mcb, CPU_GEMM_MR);
@@ -273,6 +282,10 @@ static void run_large_block(const large_job *job, size_t m_lo, size_t m_hi, size
           for (size_t jp = 0; jp < panels; jp++) {
             const size_t n0 = jc + jp * 16, nr = min_size(16, N - n0);
             const float *bp = bpack + jp * kc * 16;
+            if (!reuse_b) {
+              pack_b_panel(job, n0, pc, kc, bpack);
+              bp = bpack;
+            }
             const float *bs = w->scale_inv + (n0 / GROUP) * groups + g0;
             for (size_t ip = 0; ip < row_tiles; ip++) {
               const size_t m0 = ic + ip * CPU_GEMM_MR, mr = min_size(CPU_GEMM_MR, ic + mcb - m0);

@@ -60,7 +60,7 @@ bool cpu_detect_avx2(void);
 /* ---- small-M GEMV tiles ------------------------------------------------------ */
 #define CPU_GEMV_MAX_ROWS 6 /* rows of x one kernel call handles */
 #define CPU_GEMV_PLAIN_WROWS 4 /* weight rows one plain kernel call handles at most */
-#define CPU_DEFAULT_CROSSOVER_M 6
+#define CPU_DEFAULT_CROSSOVER_M 16
 
 typedef struct cpu_kernels {
   const char *isa_name;
@@ -107,6 +107,10 @@ typedef struct cpu_kernels {
    * dst + b*dst_step. */
   void (*transpose_16x16)(size_t blocks, const uint8_t *src, size_t src_ld, size_t src_step,
                           uint8_t *dst, size_t dst_ld, size_t dst_step);
+  /* The same, for a dst written whole and in order (contiguous blocks):
+   * may bypass the caches. */
+  void (*transpose_16x16_stream)(size_t blocks, const uint8_t *src, size_t src_ld,
+                                 size_t src_step, uint8_t *dst, size_t dst_ld, size_t dst_step);
 
   /* Index of the first byte with (b & 0x7F) == 0x7F (an e4m3fn NaN), or
    * SIZE_MAX. */

@@ -261,6 +261,9 @@ ALWAYS_INLINE void gemv_plain_rows(const size_t R, const size_t WR, size_t K, co
 #pragma GCC unroll 4
       for (size_t j = 0; j < WR; j++) acc0[r][j] = acc1[r][j] = _mm256_setzero_ps();
     for (size_t k = k0; k < kend; k += 16) {
+      /* The next WR rows, pulled in at the pace these are read: rows are
+       * short streams (K bytes) that the hardware prefetcher barely learns. */
+      _mm_prefetch((const char *)(w + WR * ldw + WR * k), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (size_t j = 0; j < WR; j++) {
         __m256 w0, w1;
@@ -380,8 +383,9 @@ static void f32_store_tile__avx2(size_t rows, size_t cols, const float *c, size_
 
 /* ---- layouts --------------------------------------------------------------------- */
 
-static void transpose_16x16_avx2(size_t blocks, const uint8_t *src, size_t src_ld,
-                                 size_t src_step, uint8_t *dst, size_t dst_ld, size_t dst_step) {
+ALWAYS_INLINE void transpose_blocks(size_t blocks, const uint8_t *src, size_t src_ld,
+                                  size_t src_step, uint8_t *dst, size_t dst_ld, size_t dst_step,
+                                  const bool stream) {
   size_t blk = 0;
   /* Two blocks per pass in the two 128-bit lanes. */
   for (; blk + 2 <= blocks; blk += 2) {
@@ -394,8 +398,13 @@ static void transpose_16x16_avx2(size_t blocks, const uint8_t *src, size_t src_l
           _mm_loadu_si128((const __m128i *)(s1 + i * src_ld)), 1);
     transpose_16x16_ymm(r, col);
     for (int j = 0; j < 16; j++) {
-      _mm_storeu_si128((__m128i *)(d0 + j * dst_ld), _mm256_castsi256_si128(col[j]));
-      _mm_storeu_si128((__m128i *)(d1 + j * dst_ld), _mm256_extracti128_si256(col[j], 1));
+      if (stream) {
+        _mm_stream_si128((__m128i *)(d0 + j * dst_ld), _mm256_castsi256_si128(col[j]));
+        _mm_stream_si128((__m128i *)(d1 + j * dst_ld), _mm256_extracti128_si256(col[j], 1));
+      } else {
+        _mm_storeu_si128((__m128i *)(d0 + j * dst_ld), _mm256_castsi256_si128(col[j]));
+        _mm_storeu_si128((__m128i *)(d1 + j * dst_ld), _mm256_extracti128_si256(col[j], 1));
+      }
     }
   }
   for (; blk < blocks; blk++) {
@@ -404,8 +413,34 @@ static void transpose_16x16_avx2(size_t blocks, const uint8_t *src, size_t src_l
     __m128i r[16], col[16];
     for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(s + i * src_ld));
     transpose_16x16_xmm(r, col);
-    for (int j = 0; j < 16; j++) _mm_storeu_si128((__m128i *)(d + j * dst_ld), col[j]);
+    for (int j = 0; j < 16; j++) {
+      if (stream)
+        _mm_stream_si128((__m128i *)(d + j * dst_ld), col[j]);
+      else
+        _mm_storeu_si128((__m128i *)(d + j * dst_ld), col[j]);
+    }
   }
+}
+
+static void transpose_16x16_avx2(size_t blocks, const uint8_t *src, size_t src_ld,
+                                 size_t src_step, uint8_t *dst, size_t dst_ld, size_t dst_step) {
+  transpose_blocks(blocks, src, src_ld, src_step, dst, dst_ld, dst_step, false);
+}
+
+/* Non-temporal stores when dst is written whole and sequentially (a panel
+ * of preshuffled_cpu or aiter16x16 bytes): no read-for-ownership of lines
+ * that are about to be overwritten, so a shuffle moves the bytes of a
+ * memcpy, not 1.5x them. The sfence orders the streamed lines before the
+ * pool reports the task done. */
+static void transpose_16x16_stream_avx2(size_t blocks, const uint8_t *src, size_t src_ld,
+                                        size_t src_step, uint8_t *dst, size_t dst_ld,
+                                        size_t dst_step) {
+  if (((uintptr_t)dst | dst_ld | dst_step) & 15) {
+    transpose_blocks(blocks, src, src_ld, src_step, dst, dst_ld, dst_step, false);
+    return;
+  }
+  transpose_blocks(blocks, src, src_ld, src_step, dst, dst_ld, dst_step, true);
+  _mm_sfence();
 }
 
 static size_t find_nan_code_avx2(size_t count, const uint8_t *data) {
@@ -543,6 +578,7 @@ const cpu_kernels cpu_kernels_avx2 = {
     .decode_row = decode_row_avx2,
     .store_tile = f32_store_tile__avx2,
     .transpose_16x16 = transpose_16x16_avx2,
+    .transpose_16x16_stream = transpose_16x16_stream_avx2,
     .find_nan_code = find_nan_code_avx2,
     .quantize_row = quantize_row_avx2,
     .block_amax = block_amax_avx2,

@@ -190,6 +190,7 @@ const cpu_kernels cpu_kernels_scalar = {
     .decode_row = decode_row_scalar,
     .store_tile = f32_store_tile__scalar,
     .transpose_16x16 = transpose_16x16_scalar,
+    .transpose_16x16_stream = transpose_16x16_scalar,
     .find_nan_code = find_nan_code_scalar,
     .quantize_row = quantize_row_scalar,
     .block_amax = block_amax_scalar,

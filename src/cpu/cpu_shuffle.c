@@ -30,7 +30,7 @@ static void panel_convert(const cpu_kernels *kern, size_t K, size_t rows, fp8gem
     memcpy(dst, src, rows * K);
   } else if (from == FP8GEMM_LAYOUT_PLAIN && to == FP8GEMM_LAYOUT_PRESHUFFLED_CPU) {
     if (rows == 16)
-      kern->transpose_16x16(chunks, src, K, 16, dst, 16, 256);
+      kern->transpose_16x16_stream(chunks, src, K, 16, dst, 16, 256);
     else
       for (size_t r = 0; r < rows; r++)
         for (size_t k = 0; k < K; k++) dst[k * rows + r] = src[r * K + k];
@@ -42,7 +42,7 @@ static void panel_convert(const cpu_kernels *kern, size_t K, size_t rows, fp8gem
         for (size_t k = 0; k < K; k++) dst[r * K + k] = src[k * rows + r];
   } else if ((from == FP8GEMM_LAYOUT_AITER16X16 && to == FP8GEMM_LAYOUT_PRESHUFFLED_CPU) ||
              (from == FP8GEMM_LAYOUT_PRESHUFFLED_CPU && to == FP8GEMM_LAYOUT_AITER16X16)) {
-    kern->transpose_16x16(chunks, src, 16, 256, dst, 16, 256); /* aiter: rows == 16 */
+    kern->transpose_16x16_stream(chunks, src, 16, 256, dst, 16, 256); /* aiter: rows == 16 */
   } else if (from == FP8GEMM_LAYOUT_PLAIN && to == FP8GEMM_LAYOUT_AITER16X16) {
     for (size_t c = 0; c < chunks; c++)
       for (size_t r = 0; r < 16; r++) memcpy(dst + c * 256 + r * 16, src + r * K + c * 16, 16);

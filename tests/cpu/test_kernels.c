@@ -246,24 +246,32 @@ static void test_transpose_and_nan_scan(void **state) {
   tu_rng rng = tu_rng_make(tu_seed());
   table_entry tables[2];
   const size_t ntables = kernel_tables(tables);
-  uint8_t src[3 * 16 * 64], dst[3 * 16 * 64 + 64];
+  uint8_t src[3 * 16 * 64], dst[3 * 16 * 64 + 64] __attribute__((aligned(64)));
   for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)tu_next(&rng);
+  /* dst rows 20 apart and blocks 330 apart (unaligned), or the contiguous
+   * aligned 16 x 256 of a preshuffled panel (the streaming stores). */
+  static const size_t dst_geometry[2][2] = {{20, 330}, {16, 256}};
   for (size_t t = 0; t < ntables; t++)
-    for (size_t blocks = 1; blocks <= 3; blocks++) {
-      /* src rows 64 apart, blocks 16 apart; dst rows 20 apart, blocks 330 apart. */
-      memset(dst, 0xA5, sizeof dst);
-      tables[t].kern->transpose_16x16(blocks, src, 64, 16, dst, 20, 330);
-      for (size_t b = 0; b < blocks; b++)
-        for (size_t i = 0; i < 16; i++)
-          for (size_t j = 0; j < 16; j++)
-            if (dst[b * 330 + j * 20 + i] != src[b * 16 + i * 64 + j])
-              fail_msg("%s transpose block %zu (%zu, %zu)", tables[t].name, b, i, j);
-      for (size_t i = 0; i < sizeof dst; i++) {
-        const size_t b = i / 330, rest = i % 330;
-        const int inside = b < blocks && rest / 20 < 16 && rest % 20 < 16;
-        if (!inside && dst[i] != 0xA5) fail_msg("%s transpose wrote byte %zu", tables[t].name, i);
-      }
-    }
+    for (int streamed = 0; streamed < 2; streamed++)
+      for (int geo = 0; geo < 2; geo++)
+        for (size_t blocks = 1; blocks <= 3; blocks++) {
+          const size_t ld = dst_geometry[geo][0], step = dst_geometry[geo][1];
+          memset(dst, 0xA5, sizeof dst);
+          /* src rows 64 apart, blocks 16 apart. */
+          (streamed ? tables[t].kern->transpose_16x16_stream : tables[t].kern->transpose_16x16)(
+              blocks, src, 64, 16, dst, ld, step);
+          for (size_t b = 0; b < blocks; b++)
+            for (size_t i = 0; i < 16; i++)
+              for (size_t j = 0; j < 16; j++)
+                if (dst[b * step + j * ld + i] != src[b * 16 + i * 64 + j])
+                  fail_msg("%s transpose%s block %zu (%zu, %zu)", tables[t].name,
+                           streamed ? "_stream" : "", b, i, j);
+          for (size_t i = 0; i < sizeof dst; i++) {
+            const size_t b = i / step, rest = i % step;
+            const int inside = b < blocks && rest / ld < 16 && rest % ld < 16;
+            if (!inside && dst[i] != 0xA5) fail_msg("%s transpose wrote byte %zu", tables[t].name, i);
+          }
+        }
   /* NaN scan: every position in a 1000-byte buffer, both NaN codes. */
   uint8_t *buf = tu_malloc(1000);
   for (size_t t = 0; t < ntables; t++) {
