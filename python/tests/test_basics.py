@@ -145,3 +145,9 @@ def test_a_context_with_open_weights_refuses_to_close() -> None:
         context.close()
     weight.close()
     context.close()
+
+
+def test_auto_backend_resolves_to_a_concrete_one() -> None:
+    with fp8gemm.Context("auto", num_threads=1) as context:
+        expected = fp8gemm.Backend.CUDA if fp8gemm.backend_available("cuda") else fp8gemm.Backend.CPU
+        assert context.backend is expected

@@ -200,3 +200,18 @@ def test_weight_handle_properties_and_close(rng) -> None:
     weight.close()
     with pytest.raises(fp8gemm.InvalidArgumentError, match="closed"):
         fp8gemm.linear(np.zeros((1, 160), np.float32), weight)
+
+
+def test_ml_dtypes_float8_arrays_are_taken_like_uint8_bytes(rng) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    weight, wq, scale_inv, _ = make_weight(rng, 64, 256)
+    typed = fp8gemm.Weight(wq.view(ml_dtypes.float8_e4m3fn), scale_inv)
+    x = rng.standard_normal((6, 256)).astype(np.float32)
+    xq, x_scale = fp8gemm.quantize_activations(x)
+    y_bytes = fp8gemm.gemm(xq, x_scale, weight)
+    y_typed = fp8gemm.gemm(xq.view(ml_dtypes.float8_e4m3fn), x_scale, typed)
+    assert np.array_equal(y_bytes, y_typed)
+    # ml_dtypes' own decoding of the codes agrees with the reference model.
+    assert np.array_equal(
+        xq.view(ml_dtypes.float8_e4m3fn).astype(np.float64), dequantize_activations(xq, np.ones((6, 2)))
+    )
