@@ -148,7 +148,7 @@ int cli_load_shapes(const char *spec, cli_shape **shapes) {
  * reference computed on the same quantized rows. */
 double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M,
                          const float *x, const float *y) {
-  size_t rows[8], count = 0;
+  size_t rows[8] = {0}, count = 0;
   const size_t picks[8] = {0, 1, M / 3, M / 2, (2 * M) / 3, M > 2 ? M - 2 : 0, M - 1, M / 7};
   for (size_t i = 0; i < 8; i++) {
     int dup = 0;
