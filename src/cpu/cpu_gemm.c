@@ -2,20 +2,22 @@
  * preshuffled_cpu:
  *
  *  - small M (M <= crossover): GEMV-style. The weight is streamed once and
- *    decoded on the fly; x is decoded once per call. Threads split the
- *    16-row panels of N. Preshuffled panels give 16 outputs per 16 bytes
- *    read (outer products, no horizontal sums); plain rows give dot products
+ *    decoded on the fly; x is decoded once per call. Threads claim chunks of
+ *    16-row panels. Preshuffled panels give 16 outputs per 16 bytes read
+ *    (outer products, no horizontal sums); plain rows give dot products
  *    along K.
  *  - large M: BLIS-style loops (jc over N by NC, pc over K by KC = two scale
  *    groups, ic over M by MC) around a 6x16 FMA micro-kernel. B panels are
- *    decoded to fp32 once per (jc, pc) into the workspace and reused by every
- *    row block; A (xq) is decoded per (jc, pc, ic). Preshuffled panels decode
- *    as one contiguous stream; plain rows need a 16x16 byte transpose first.
- *    Threads split a (tm x tn) grid of the M x N tiles picked by a small cost
- *    model (N when it is wide, M when N is a few panels).
+ *    decoded to fp32 once per (jc, pc) and reused by every row block (or,
+ *    with a single row block, right before use in an L1-sized slot); A (xq)
+ *    is decoded per (jc, pc, ic). Preshuffled panels decode as one
+ *    contiguous stream; plain rows need a 16x16 byte transpose and read 16
+ *    strided pieces per panel. Threads claim units of the output (see
+ *    plan_units).
  *
  * Nothing is allocated when the workspace is large enough
  * (cpu_gemm_workspace); no decoded copy of the weight outlives a call. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +30,19 @@ static size_t align_up(size_t v) { return (v + ALIGN - 1) & ~(size_t)(ALIGN - 1)
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
+/* Takes the next `chunk` items of [0, total) from a shared counter. */
+static bool claim(atomic_size_t *next, size_t chunk, size_t total, size_t *begin, size_t *end) {
+  const size_t first = atomic_fetch_add_explicit(next, chunk, memory_order_relaxed);
+  if (first >= total) return false;
+  *begin = first;
+  *end = min_size(total, first + chunk);
+  return true;
+}
+
 size_t cpu_crossover_m(const fp8gemm_weight *w) {
-  return w->crossover_m ? w->crossover_m : CPU_DEFAULT_CROSSOVER_M;
+  if (w->crossover_m) return w->crossover_m;
+  return w->layout == FP8GEMM_LAYOUT_PLAIN ? CPU_DEFAULT_CROSSOVER_M_PLAIN
+                                           : CPU_DEFAULT_CROSSOVER_M_PRESHUFFLED;
 }
 
 fp8gemm_scale_layout cpu_gemm_scale_layout(const fp8gemm_context *ctx, const fp8gemm_weight *w,
@@ -100,41 +113,49 @@ typedef struct small_job {
   const fp8gemm_gemm_args *args;
   const float *xd, *xs;
   const uint8_t *padded_panel;
+  atomic_size_t next_panel; /* panels are claimed in chunks, see claim() */
 } small_job;
 
-static void small_task(void *opaque, int thread, int threads) {
-  const small_job *job = opaque;
+/* One 16-row panel of outputs for all M rows (in chunks of up to 6). */
+static void small_panel(const small_job *job, size_t p) {
   const cpu_kernels *kern = job->st->kernels;
   const fp8gemm_weight *w = job->w;
   const fp8gemm_gemm_args *a = job->args;
   const size_t N = w->N, K = w->K, M = a->M, groups = fp8gemm_ceil_div(K, GROUP);
-  const size_t panels = fp8gemm_ceil_div(N, 16), y_elem = fp8gemm_dtype_size(a->y_dtype);
-  size_t p_begin, p_end;
-  cpu_split_range(panels, (size_t)threads, (size_t)thread, &p_begin, &p_end);
+  const size_t y_elem = fp8gemm_dtype_size(a->y_dtype);
+  const size_t n0 = p * 16, rows = min_size(16, N - n0);
+  const float *ws = w->scale_inv + (n0 / GROUP) * groups;
   float out[CPU_GEMV_MAX_ROWS * 16];
-  for (size_t p = p_begin; p < p_end; p++) {
-    const size_t n0 = p * 16, rows = min_size(16, N - n0);
-    const float *ws = w->scale_inv + (n0 / GROUP) * groups;
-    for (size_t m0 = 0; m0 < M; m0 += CPU_GEMV_MAX_ROWS) {
-      const size_t R = min_size(CPU_GEMV_MAX_ROWS, M - m0);
-      const float *xd = job->xd + m0 * K, *xs = job->xs + m0 * groups;
-      if (w->layout == FP8GEMM_LAYOUT_PRESHUFFLED_CPU) {
-        const uint8_t *panel = rows == 16 ? w->data + p * 16 * K : job->padded_panel;
-        kern->gemv_preshuffled(R, K, panel, xd, K, xs, groups, ws, out, job->st->decode_lut);
-        kern->store_tile(R, rows, out, 16, w->bias ? w->bias + n0 : NULL, a->y_dtype,
-                         (char *)a->y + (m0 * a->ldy + n0) * y_elem, a->ldy);
-      } else {
-        for (size_t j0 = 0; j0 < rows; j0 += CPU_GEMV_PLAIN_WROWS) {
-          const size_t wrows = min_size(CPU_GEMV_PLAIN_WROWS, rows - j0);
-          kern->gemv_plain(R, wrows, K, w->data + (n0 + j0) * K, K, xd, K, xs, groups, ws, out,
-                           job->st->decode_lut);
-          kern->store_tile(R, wrows, out, CPU_GEMV_PLAIN_WROWS,
-                           w->bias ? w->bias + n0 + j0 : NULL, a->y_dtype,
-                           (char *)a->y + (m0 * a->ldy + n0 + j0) * y_elem, a->ldy);
-        }
-      }
+  for (size_t m0 = 0; m0 < M; m0 += CPU_GEMV_MAX_ROWS) {
+    const size_t R = min_size(CPU_GEMV_MAX_ROWS, M - m0);
+    const float *xd = job->xd + m0 * K, *xs = job->xs + m0 * groups;
+    if (w->layout == FP8GEMM_LAYOUT_PRESHUFFLED_CPU) {
+      const uint8_t *panel = rows == 16 ? w->data + p * 16 * K : job->padded_panel;
+      kern->gemv_preshuffled(R, K, panel, xd, K, xs, groups, ws, out, job->st->decode_lut);
+      kern->store_tile(R, rows, out, 16, w->bias ? w->bias + n0 : NULL, a->y_dtype,
+                       (char *)a->y + (m0 * a->ldy + n0) * y_elem, a->ldy);
+      continue;
+    }
+    for (size_t j0 = 0; j0 < rows; j0 += CPU_GEMV_PLAIN_WROWS) {
+      const size_t wrows = min_size(CPU_GEMV_PLAIN_WROWS, rows - j0);
+      kern->gemv_plain(R, wrows, K, w->data + (n0 + j0) * K, K, xd, K, xs, groups, ws, out,
+                       job->st->decode_lut);
+      kern->store_tile(R, wrows, out, CPU_GEMV_PLAIN_WROWS, w->bias ? w->bias + n0 + j0 : NULL,
+                       a->y_dtype, (char *)a->y + (m0 * a->ldy + n0 + j0) * y_elem, a->ldy);
     }
   }
+}
+
+static void small_task(void *opaque, int thread, int threads) {
+  small_job *job = opaque;
+  (void)thread;
+  const size_t panels = fp8gemm_ceil_div(job->w->N, 16);
+  /* ~8 chunks per thread: a thread slowed by another process on its core
+   * hands work to the others instead of holding everyone up. */
+  const size_t chunk = panels / ((size_t)threads * 8) + 1;
+  size_t p_begin, p_end;
+  while (claim(&job->next_panel, chunk, panels, &p_begin, &p_end))
+    for (size_t p = p_begin; p < p_end; p++) small_panel(job, p);
 }
 
 static void run_small(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm_args *a,
@@ -157,7 +178,8 @@ static void run_small(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm
       memset(padded + k * 16 + rows, 0, 16 - rows);
     }
   }
-  small_job job = {st, w, a, xd, xs, padded};
+  small_job job = {st, w, a, xd, xs, padded, 0};
+  atomic_init(&job.next_panel, 0);
   const size_t panels = fp8gemm_ceil_div(w->N, 16);
   /* Below ~1 MFLOP a wake-up of the workers costs more than it saves. */
   const size_t work = M * w->N * K;
@@ -173,51 +195,57 @@ typedef struct large_job {
   const fp8gemm_gemm_args *args;
   large_plan plan;
   uint8_t *ws;
+  atomic_size_t next_unit;
 } large_job;
 
-/* Splits `threads` into a tm x tn grid over (row tiles, panels) minimizing
- * an estimate in cycles per k: 6 per micro-tile, plus A decoding (once per
- * row tile and NC block) and B decoding (once per panel and M chunk). */
-static void choose_grid(size_t M, size_t N, int threads, bool fp32_out, size_t *tm_out,
-                        size_t *tn_out) {
-  const size_t row_tiles = fp8gemm_ceil_div(M, CPU_GEMM_MR), panels = fp8gemm_ceil_div(N, 16);
-  double best = 0;
-  *tm_out = (size_t)threads;
-  *tn_out = 1;
-  for (size_t tn = 1; tn <= (size_t)threads; tn++) {
-    if ((size_t)threads % tn) continue;
-    const size_t tm = (size_t)threads / tn;
-    if (tm > row_tiles || tn > panels) continue;
-    const size_t my_tiles = fp8gemm_ceil_div(row_tiles, tm), my_panels = fp8gemm_ceil_div(panels, tn);
-    const size_t nc = fp32_out ? CPU_GEMM_NC : CPU_GEMM_NC_SCRATCH;
-    const size_t nc_blocks = fp8gemm_ceil_div(my_panels * 16, nc);
-    const size_t m_chunks = fp32_out ? 1 : fp8gemm_ceil_div(my_tiles * CPU_GEMM_MR, CPU_GEMM_MCHUNK);
-    const double cost = 6.0 * (double)(my_tiles * my_panels) + 6.0 * (double)(my_tiles * nc_blocks) +
-                        8.0 * (double)(my_panels * m_chunks);
-    if (best == 0 || cost < best) {
-      best = cost;
-      *tm_out = tm;
-      *tn_out = tn;
-    }
-  }
+/* The output is cut into units (a row range x a column range) that the
+ * threads claim one at a time. Each unit decodes its own A rows and B
+ * columns, so units are wide: >= 256 columns (A is decoded once per 256+
+ * columns, under 1% of the FMAs), up to 4 per thread; rows are split only
+ * when there are too few column units to go round. A thread slowed down by
+ * another process takes fewer units. Every output element is computed the
+ * same way whatever the cut (same K blocks), so results do not depend on
+ * the thread count. */
+typedef struct unit_plan {
+  size_t row_units, col_units, rows_per_unit, panels_per_unit;
+} unit_plan;
+
+static unit_plan plan_units(size_t M, size_t N, int threads) {
+  unit_plan u;
+  const size_t panels = fp8gemm_ceil_div(N, 16), t = (size_t)threads;
+  size_t col_units = min_size(fp8gemm_ceil_div(N, 256), 4 * t);
+  if (col_units == 0) col_units = 1;
+  u.panels_per_unit = fp8gemm_ceil_div(panels, col_units);
+  u.col_units = fp8gemm_ceil_div(panels, u.panels_per_unit);
+  size_t row_units = 1;
+  if (u.col_units < 2 * t)
+    row_units = min_size(fp8gemm_ceil_div(M, CPU_GEMM_MC), fp8gemm_ceil_div(4 * t, u.col_units));
+  if (row_units == 0) row_units = 1;
+  u.rows_per_unit = round_up(fp8gemm_ceil_div(M, row_units), CPU_GEMM_MR);
+  u.row_units = fp8gemm_ceil_div(M, u.rows_per_unit);
+  return u;
 }
 
-/* A micro-panel: rows m0.. (mr <= 6) of xq, columns k0..k0+kc, decoded into
- * a[k][6]; its scales times 65536 into as[g][6]. Missing rows are zero. */
+/* A micro-panel: rows m0.. (mr <= 6) of xq, columns k0..k0+kc, decoded
+ * into a[6][kc] (row by row, the same fast decoder as everywhere); its
+ * scales times 65536 into as[g][6]. Missing rows are zero. */
 static void pack_a(const large_job *job, size_t m0, size_t mr, size_t k0, size_t kc, float *ap,
                    float *as) {
   const fp8gemm_gemm_args *a = job->args;
-  const float *lut = job->st->decode_lut;
-  for (size_t i = 0; i < mr; i++) {
-    const uint8_t *row = a->xq + (m0 + i) * a->ldq + k0;
-    for (size_t k = 0; k < kc; k++) ap[k * CPU_GEMM_MR + i] = lut[row[k]];
-  }
-  for (size_t i = mr; i < CPU_GEMM_MR; i++)
-    for (size_t k = 0; k < kc; k++) ap[k * CPU_GEMM_MR + i] = 0.0f;
+  for (size_t i = 0; i < mr; i++)
+    job->st->kernels->decode_row(kc, a->xq + (m0 + i) * a->ldq + k0, ap + i * kc,
+                                 job->st->decode_lut);
+  if (mr < CPU_GEMM_MR) memset(ap + mr * kc, 0, (CPU_GEMM_MR - mr) * kc * sizeof(float));
   const size_t g0 = k0 / GROUP, ng = fp8gemm_ceil_div(kc, GROUP);
   for (size_t g = 0; g < ng; g++)
     for (size_t i = 0; i < CPU_GEMM_MR; i++)
       as[g * CPU_GEMM_MR + i] = i < mr ? x_scale_at(a, m0 + i, g0 + g) * 65536.0f : 0.0f;
+}
+
+static void prefetch_plain_panel(const fp8gemm_weight *w, size_t n0, size_t pc, size_t kc) {
+  const size_t rows = min_size(16, w->N - n0);
+  for (size_t r = 0; r < rows; r++)
+    for (size_t k = 0; k < kc; k += 64) __builtin_prefetch(w->data + (n0 + r) * w->K + pc + k);
 }
 
 /* Decodes columns pc..pc+kc of the 16-row panel at n0 into b[kc][16]. */
@@ -285,6 +313,11 @@ static void run_large_block(const large_job *job, size_t m_lo, size_t m_hi, size
             if (!reuse_b) {
               pack_b_panel(job, n0, pc, kc, bpack);
               bp = bpack;
+              /* Plain rows give 16 short strided pieces per panel and block
+               * of K, which the hardware prefetcher does not follow: fetch
+               * the next panel's while this one computes. */
+              if (w->layout == FP8GEMM_LAYOUT_PLAIN && jp + 1 < panels)
+                prefetch_plain_panel(w, n0 + 16, pc, kc);
             }
             const float *bs = w->scale_inv + (n0 / GROUP) * groups + g0;
             for (size_t ip = 0; ip < row_tiles; ip++) {
@@ -313,23 +346,23 @@ static void run_large_block(const large_job *job, size_t m_lo, size_t m_hi, size
 }
 
 static void large_task(void *opaque, int thread, int threads) {
-  const large_job *job = opaque;
-  const size_t M = job->args->M, N = job->w->N;
-  size_t tm, tn;
-  choose_grid(M, N, threads, job->args->y_dtype == FP8GEMM_DTYPE_F32, &tm, &tn);
-  const size_t im = (size_t)thread / tn, in = (size_t)thread % tn;
-  if (im >= tm) return;
-  size_t t_lo, t_hi, p_lo, p_hi;
-  cpu_split_range(fp8gemm_ceil_div(M, CPU_GEMM_MR), tm, im, &t_lo, &t_hi);
-  cpu_split_range(fp8gemm_ceil_div(N, 16), tn, in, &p_lo, &p_hi);
-  if (t_lo == t_hi || p_lo == p_hi) return;
-  run_large_block(job, t_lo * CPU_GEMM_MR, min_size(M, t_hi * CPU_GEMM_MR), p_lo, p_hi,
-                  job->ws + (size_t)thread * job->plan.per_thread);
+  large_job *job = opaque;
+  const size_t M = job->args->M, N = job->w->N, panels = fp8gemm_ceil_div(N, 16);
+  const unit_plan u = plan_units(M, N, threads);
+  uint8_t *ws = job->ws + (size_t)thread * job->plan.per_thread;
+  size_t first, last;
+  while (claim(&job->next_unit, 1, u.row_units * u.col_units, &first, &last)) {
+    const size_t r = first / u.col_units, c = first % u.col_units;
+    const size_t m_lo = r * u.rows_per_unit, p_lo = c * u.panels_per_unit;
+    run_large_block(job, m_lo, min_size(M, m_lo + u.rows_per_unit), p_lo,
+                    min_size(panels, p_lo + u.panels_per_unit), ws);
+  }
 }
 
 static void run_large(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm_args *a,
                       uint8_t *ws) {
-  large_job job = {st, w, a, plan_large(w, a->M), ws};
+  large_job job = {st, w, a, plan_large(w, a->M), ws, 0};
+  atomic_init(&job.next_unit, 0);
   const size_t work = a->M * w->N * w->K;
   const int want = work < ((size_t)1 << 19) ? 1 : st->num_threads;
   cpu_pool_run(st->pool, want, large_task, &job);

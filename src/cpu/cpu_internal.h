@@ -60,14 +60,19 @@ bool cpu_detect_avx2(void);
 /* ---- small-M GEMV tiles ------------------------------------------------------ */
 #define CPU_GEMV_MAX_ROWS 6 /* rows of x one kernel call handles */
 #define CPU_GEMV_PLAIN_WROWS 4 /* weight rows one plain kernel call handles at most */
-#define CPU_DEFAULT_CROSSOVER_M 16
+/* Small-M kernels up to this M by default (measured on the 2-core EPYC,
+ * 7168 x 2048, CPU time of one thread: the GEMV kernels win up to M = 8 on
+ * plain rows and up to M = 12 on preshuffled panels). */
+#define CPU_DEFAULT_CROSSOVER_M_PLAIN 8
+#define CPU_DEFAULT_CROSSOVER_M_PRESHUFFLED 12
 
 typedef struct cpu_kernels {
   const char *isa_name;
 
   /* C[6][16] (+)= sum over the K groups inside kc of
    *   (a_scale[g][i] * b_scale[g]) * sum_{k in g} a[k][i] * b[k][j].
-   * a: [kc][6] packed, a_scale: [groups][6], b: [kc][16] packed,
+   * a: [6][kc] packed (row-major: each row of x decoded in place, no
+   * transpose), a_scale: [groups][6], b: [kc][16] packed,
    * b_scale: [groups]. Groups are 128 wide except the last one of kc, which
    * may be narrower (a multiple of 16). accumulate = 0 overwrites C. */
   void (*gemm_6x16)(size_t kc, const float *a, const float *a_scale, const float *b,

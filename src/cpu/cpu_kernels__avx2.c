@@ -41,15 +41,19 @@ ALWAYS_INLINE void flush_row(float *c, __m256 s, __m256 acc0, __m256 acc1, int a
   }
 }
 
-static void f8f32_gemm_6x16__avx2(size_t kc, const float *a, const float *a_scale, const float *b,
-                           const float *b_scale, float *c, size_t ldc, int accumulate) {
+static void f8f32_gemm_6x16__avx2(size_t kc, const float *a, const float *a_scale,
+                                  const float *b, const float *b_scale, float *c, size_t ldc,
+                                  int accumulate) {
   /* The tile's C lines are touched once per group: bring them in early. */
   for (int i = 0; i < CPU_GEMM_MR; i++) {
     _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char *)(c + (size_t)i * ldc + 15), _MM_HINT_T0);
   }
+  /* A is row-major [6][kc]: six sequential streams, one per row. */
+  const float *a0 = a, *a1 = a + kc, *a2 = a + 2 * kc, *a3 = a + 3 * kc, *a4 = a + 4 * kc,
+              *a5 = a + 5 * kc;
   for (size_t k0 = 0; k0 < kc; k0 += GROUP) {
-    const size_t kg = kc - k0 < GROUP ? kc - k0 : GROUP;
+    const size_t kend = kc - k0 < GROUP ? kc : k0 + GROUP;
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -57,28 +61,26 @@ static void f8f32_gemm_6x16__avx2(size_t kc, const float *a, const float *a_scal
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
 #pragma GCC unroll 4
-    for (size_t k = 0; k < kg; k++) {
-      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-      __m256 ai = _mm256_broadcast_ss(a + 0);
+    for (size_t k = k0; k < kend; k++) {
+      const __m256 b0 = _mm256_load_ps(b + k * CPU_GEMM_NR), b1 = _mm256_load_ps(b + k * CPU_GEMM_NR + 8);
+      __m256 ai = _mm256_broadcast_ss(a0 + k);
       c00 = _mm256_fmadd_ps(ai, b0, c00);
       c01 = _mm256_fmadd_ps(ai, b1, c01);
-      ai = _mm256_broadcast_ss(a + 1);
+      ai = _mm256_broadcast_ss(a1 + k);
       c10 = _mm256_fmadd_ps(ai, b0, c10);
       c11 = _mm256_fmadd_ps(ai, b1, c11);
-      ai = _mm256_broadcast_ss(a + 2);
+      ai = _mm256_broadcast_ss(a2 + k);
       c20 = _mm256_fmadd_ps(ai, b0, c20);
       c21 = _mm256_fmadd_ps(ai, b1, c21);
-      ai = _mm256_broadcast_ss(a + 3);
+      ai = _mm256_broadcast_ss(a3 + k);
       c30 = _mm256_fmadd_ps(ai, b0, c30);
       c31 = _mm256_fmadd_ps(ai, b1, c31);
-      ai = _mm256_broadcast_ss(a + 4);
+      ai = _mm256_broadcast_ss(a4 + k);
       c40 = _mm256_fmadd_ps(ai, b0, c40);
       c41 = _mm256_fmadd_ps(ai, b1, c41);
-      ai = _mm256_broadcast_ss(a + 5);
+      ai = _mm256_broadcast_ss(a5 + k);
       c50 = _mm256_fmadd_ps(ai, b0, c50);
       c51 = _mm256_fmadd_ps(ai, b1, c51);
-      a += CPU_GEMM_MR;
-      b += CPU_GEMM_NR;
     }
     const __m256 sb = _mm256_broadcast_ss(b_scale++);
     flush_row(c + 0 * ldc, _mm256_mul_ps(_mm256_broadcast_ss(a_scale + 0), sb), c00, c01, accumulate);

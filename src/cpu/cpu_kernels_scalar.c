@@ -19,9 +19,10 @@ void f8f32_gemm_6x16__scalar(size_t kc, const float *a, const float *a_scale, co
     for (int h = 0; h < CPU_GEMM_NR; h += 8) {
       float p0[8] = {0}, p1[8] = {0}, p2[8] = {0}, p3[8] = {0}, p4[8] = {0}, p5[8] = {0};
       for (size_t k = 0; k < kg; k++) {
-        const float *ak = a + (k0 + k) * CPU_GEMM_MR;
+        const float *ak = a + k0 + k; /* a is [6][kc] */
         const float *bk = b + (k0 + k) * CPU_GEMM_NR + h;
-        const float a0 = ak[0], a1 = ak[1], a2 = ak[2], a3 = ak[3], a4 = ak[4], a5 = ak[5];
+        const float a0 = ak[0], a1 = ak[kc], a2 = ak[2 * kc], a3 = ak[3 * kc], a4 = ak[4 * kc],
+                    a5 = ak[5 * kc];
         for (int j = 0; j < 8; j++) {
           const float bj = bk[j];
           p0[j] += a0 * bj;

@@ -68,8 +68,8 @@ static void test_gemm_6x16(void **state) {
             for (size_t g = 0; g < ng; g++) {
               double sum = 0, mag = 0;
               for (size_t k = g * 128; k < kc && k < (g + 1) * 128; k++) {
-                sum += (double)a[k * 6 + i - 1] * b[k * 16 + j];
-                mag += fabs((double)a[k * 6 + i - 1] * b[k * 16 + j]);
+                sum += (double)a[(i - 1) * kc + k] * b[k * 16 + j];
+                mag += fabs((double)a[(i - 1) * kc + k] * b[k * 16 + j]);
               }
               const double s = (double)as[g * 6 + i - 1] * bs[g];
               want += s * sum;
