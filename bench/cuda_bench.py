@@ -68,6 +68,7 @@ class Lib:
         so.fp8gemm_linear.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c_int, C.c_void_p,
                                       C.c_size_t, C.c_int, C.c_void_p, C.c_size_t, C.c_void_p,
                                       C.c_size_t]
+        so.fp8gemm_context_set_stream.argtypes = [C.c_void_p, C.c_void_p]
         so.fp8gemm_quantize_activations.argtypes = [C.c_void_p, C.c_size_t, C.c_size_t, C.c_int,
                                                     C.c_void_p, C.c_size_t, C.c_void_p,
                                                     C.c_size_t, C.c_void_p, C.c_int, C.c_size_t]
@@ -108,6 +109,7 @@ class Lib:
 
 # ---- timing -----------------------------------------------------------------------
 def median_us(fn, rotations, iters, warmup=3):
+    """Per-call CUDA events (includes host launch gaps: for long kernels)."""
     for i in range(warmup):
         fn(i % rotations)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
@@ -118,6 +120,47 @@ def median_us(fn, rotations, iters, warmup=3):
         ends[i].record()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) * 1000.0
+
+
+class GraphTimer:
+    """Captures `calls` consecutive calls (cycling the rotated inputs) in one
+    CUDA graph and times its replays with events: no host launch gaps, as in
+    a serving engine. Our contexts are pointed at the capture stream."""
+
+    def __init__(self, lib, ctxs, calls, reps):
+        self.lib, self.ctxs, self.calls, self.reps = lib, ctxs, calls, reps
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, fn, rotations):
+        so = self.lib.so
+        for c in self.ctxs.values():
+            self.lib.check(so.fp8gemm_context_set_stream(c, self.stream.cuda_stream), "set_stream")
+        try:
+            with torch.cuda.stream(self.stream):
+                for i in range(rotations):
+                    fn(i)
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                for i in range(self.calls):
+                    fn(i % rotations)
+            graph.replay()
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(self.reps):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) * 1000.0 / self.calls)
+            del graph
+            return statistics.median(times)
+        finally:
+            torch.cuda.synchronize()
+            for c in self.ctxs.values():
+                so.fp8gemm_context_set_stream(c, C.c_void_p(torch.cuda.current_stream().cuda_stream))
 
 
 def copy_rate_gbs():
@@ -152,7 +195,7 @@ def peer_fn():
 
 
 # ---- one shape -------------------------------------------------------------------
-def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
+def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer):
     ctx = ctxs["default"]
     groups = (K + 127) // 128
     nb = (N + 127) // 128
@@ -176,7 +219,8 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
             x16 = [torch.randn((M, K), device="cuda", generator=gen, dtype=torch.float32)
                    .to(torch.bfloat16) for _ in range(rotations)]
             y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
-            ws_bytes = max(lib.workspace_size(ctx, handles[l][0], M) for l in handles)
+            ws_bytes = max(lib.workspace_size(c, handles[l][0], M) for l in handles
+                           for c in ctxs.values())
             ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
             ws_torch.append(ws)
 
@@ -186,9 +230,8 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
                                               DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
                                               ws_bytes), "gemm")
 
-            iters = args.iters
             for layout in handles:
-                row[f"ours_{layout}_us"] = median_us(lambda r: gemm(layout, r), rotations, iters)
+                row[f"ours_{layout}_us"] = timer(lambda r: gemm(layout, r), rotations)
             # Accuracy of ours against the peer on the same data (sanity, not the test).
             gemm("preshuffled_sm90", 0)
             ours_y = y.float().clone()
@@ -199,10 +242,10 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
                 peer_y = peer(a, b0, sa, w_scale[0].t())
                 row["ours_vs_peer_rel"] = float((ours_y - peer_y.float()).norm() /
                                                 peer_y.float().norm())
-                row["peer_us"] = median_us(
+                row["peer_us"] = timer(
                     lambda r: peer(xq[r].view(torch.float8_e4m3fn),
                                    w_src[r].view(torch.float8_e4m3fn), sx_mmajor[r].t(),
-                                   w_scale[r].t()), rotations, iters)
+                                   w_scale[r].t()), rotations)
             except Exception as e:  # the peer refuses some shapes (M = 1)
                 row["peer_us"] = None
                 row["peer_error"] = str(e).splitlines()[0][:200]
@@ -223,8 +266,8 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
             if M <= 128:
                 # Small and large kernel forced, on the preshuffled layout (crossover).
                 for kind in ("small", "large"):
-                    row[f"{kind}_kernel_us"] = median_us(
-                        lambda r: gemm("preshuffled_sm90", r, ctxs[kind]), rotations, iters)
+                    row[f"{kind}_kernel_us"] = timer(
+                        lambda r: gemm("preshuffled_sm90", r, ctxs[kind]), rotations)
             if M <= 32:
                 wl = "preshuffled_sm90"
 
@@ -248,8 +291,8 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer):
                                                   y.data_ptr(), N, ws.data_ptr(), ws_bytes),
                               "gemm")
 
-                row["linear_fused_us"] = median_us(linear, rotations, iters)
-                row["two_launch_us"] = median_us(two_launch, rotations, iters)
+                row["linear_fused_us"] = timer(linear, rotations)
+                row["two_launch_us"] = timer(two_launch, rotations)
                 row["gemm_only_us"] = row[f"ours_{wl}_us"]
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -322,7 +365,8 @@ def main():
     ap.add_argument("--shapes", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--png")
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--calls", type=int, default=20, help="calls per captured graph")
+    ap.add_argument("--reps", type=int, default=15, help="timed graph replays (median)")
     ap.add_argument("--rotate-bytes", type=float, default=200e6)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -339,6 +383,7 @@ def main():
     os.environ.pop("FP8GEMM_CUDA_CROSSOVER", None)
 
     copy_gbs = copy_rate_gbs()
+    timer = GraphTimer(lib, ctxs, args.calls, args.reps)
     peer = peer_fn()
     props = torch.cuda.get_device_properties(0)
     meta = {
@@ -350,12 +395,13 @@ def main():
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device_to_device_copy_gbs": copy_gbs,
         "library_device": lib.so.fp8gemm_context_device(ctxs["default"]).decode(),
-        "method": "median of per-call CUDA events, inputs rotated through copies > L2",
+        "method": "CUDA graph of --calls calls cycling inputs rotated through copies > L2; "
+                  "median over --reps replays of (replay time / calls), CUDA events",
     }
     print(json.dumps(meta), flush=True)
     rows = []
     for set_name, N, K, ms in read_shapes(args.shapes, args.quick):
-        rows += bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer)
+        rows += bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
         torch.cuda.empty_cache()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -8,13 +8,15 @@
 
 #include "cuda_internal.h"
 
-extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(void);
+extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s);
 extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
 
-/* Small-M kernel for M <= this when the tuned table gives no crossover:
- * the large-M kernel's 128-row tiles waste most of their work below it and
- * leave SMs idle; FP8GEMM_CUDA_CROSSOVER overrides it (benchmarks). */
-#define DEFAULT_CROSSOVER_M 64
+/* Small-M kernel for M <= this when the tuned table gives no crossover
+ * (FP8GEMM_CUDA_CROSSOVER overrides it, for benchmarks). Measured on H100
+ * (bench/results): the small-M kernel wins at M <= 4 on most DeepSeek-V3
+ * shapes and is even at M = 8; from M = 16 the split-K large-M kernel wins
+ * everywhere. */
+#define DEFAULT_CROSSOVER_M 8
 
 extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) {
   if (err == cudaSuccess) return FP8GEMM_OK;
@@ -103,7 +105,7 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   if (status == FP8GEMM_OK)
     status = fp8gemm_cuda_check(
         cudaMalloc((void **)&s->first_bad_index, sizeof(unsigned long long)), "check scratch");
-  if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare();
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare();
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_check(cudaDeviceSynchronize(), "init");
   if (status == FP8GEMM_OK) {
@@ -237,7 +239,7 @@ static size_t cuda_gemm_workspace(const fp8gemm_context *ctx, const fp8gemm_weig
   /* Split-K partials of the small-M kernel; above the crossover the large
    * kernel needs none (and the small one, serving unaligned operands there,
    * then runs unsplit). */
-  if (M > crossover_of(s, w)) return 0;
+  if (M > crossover_of(s, w)) return fp8gemm_cuda_large_workspace(s, M, w->N, w->K);
   return fp8gemm_cuda_small_workspace(s, M, w->N, w->K);
 }
 
@@ -281,7 +283,7 @@ static fp8gemm_status cuda_gemm(fp8gemm_context *ctx, const fp8gemm_weight *w,
   p.ldy = a->ldy;
   p.y_dtype = a->y_dtype;
   if (a->M > crossover_of(s, w) && fp8gemm_cuda_large_supported(&p))
-    return fp8gemm_cuda_gemm_large(s, &p);
+    return fp8gemm_cuda_gemm_large(s, &p, workspace, workspace_bytes);
   return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
 }
 
@@ -293,7 +295,9 @@ static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weig
                                         void *workspace, size_t workspace_bytes) {
   fp8gemm_cuda_state *s = state_of(ctx);
   if (M > 32 || M > crossover_of(s, w))
-    return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED, "fused linear: M=%zu goes two-launch", M);
+    return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
+                             "fused linear: M=%zu is above the small-M crossover, two launches",
+                             M);
   FP8GEMM_RETURN_IF_ERROR(check_weight_layout(w));
   FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
   fp8gemm_cuda_problem p;

@@ -88,7 +88,10 @@ typedef struct fp8gemm_cuda_problem {
 /* gemm_large.cu: TMA + wgmma, warp-specialized, persistent. 1 when the
  * problem's pointers and strides suit the tensor-memory engine. */
 int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p);
-fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+/* Split-K partials when the launch has fewer tiles than SMs. */
+size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
+fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
+                                       void *workspace, size_t workspace_bytes);
 
 /* gemm_small.cu: weight streamed once into registers, mma.sync, split-K. */
 size_t fp8gemm_cuda_small_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);

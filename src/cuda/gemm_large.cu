@@ -1,8 +1,8 @@
 /* Large-M GEMM on Hopper (sm_90a): tensor-memory-engine copies, FP8 wgmma,
  * warp-specialized and persistent.
  *
- * Tiles of 128 (M) x 128 (N) x 128 (K, one scale group). A CTA has three
- * warpgroups: warpgroup 0 produces (one thread issues the copies, its
+ * Tiles of 128 (M) x 128 or 256 (N) x 128 (K, one scale group). A CTA has
+ * three warpgroups: warpgroup 0 produces (one thread issues the copies, its
  * registers are cut to 40 with setmaxnreg), warpgroups 1 and 2 consume
  * (registers raised to 232), each owning 64 rows of the tile.
  *
@@ -11,21 +11,27 @@
  *  - the activation tile with a 2-D tensor copy (128B swizzle, rows past M
  *    and columns past K arrive as zeros);
  *  - the weight tile: plain layout, a 2-D tensor copy of the same shape;
- *    preshuffled_sm90, one 1-D bulk copy of R*128 contiguous bytes, already
- *    in the swizzled order (see src/core/layout_sm90.c). The narrow last K
- *    tile of the preshuffled layout (K % 128 != 0) is written by the
- *    producer warp with plain loads and swizzled stores, zero-filled past K.
- * Consumers: wait for the stage, issue four wgmma m64n128k32 (e4m3 x e4m3 ->
- * f32, both operands from shared memory through 128B-swizzle descriptors)
- * into a per-group accumulator, wait, free the stage, then promote:
- * acc += partial * sx(m, g) * sw(n/128, g). The scales are read from global
- * memory before the wait so their latency hides behind the copies.
- * Epilogue: + bias, convert, store straight from registers (pairs of
- * adjacent columns), masked on M and N.
+ *    preshuffled_sm90, one 1-D bulk copy of R*128 contiguous bytes per
+ *    128-row block row, already in the swizzled order (see
+ *    src/core/layout_sm90.c). The narrow last K tile of the preshuffled
+ *    layout (K % 128 != 0) is written by the producer warp with plain loads
+ *    and swizzled stores, zero-filled past K.
+ * Consumers: wait for the stage; per 128-column half of the tile, issue
+ * four wgmma m64n128k32 (e4m3 x e4m3 -> f32, both operands from shared
+ * memory through 128B-swizzle descriptors) into a per-group accumulator,
+ * wait, then promote: acc += partial * sx(m, g) * sw(n/128, g); free the
+ * stage after the last half. The scales are read from global memory before
+ * the wait so their latency hides behind the copies. Epilogue: + bias,
+ * convert, store straight from registers (pairs of adjacent columns),
+ * masked on M and N.
  *
  * The grid is one CTA per SM; CTAs walk the tile list with a stride of the
  * grid size, and tiles are numbered in groups of 16 M-blocks so the tiles in
- * flight at once share activation and weight panels in L2. */
+ * flight at once share activation and weight panels in L2. When there are
+ * fewer 128 x 128 tiles than SMs (M of a few hundred or less), K is split
+ * so that tiles x splits <= SMs: every unit then has its own resident CTA,
+ * the CTAs of a tile write fp32 partials, wait for each other on a counter,
+ * and each adds up (in split order: deterministic) its own slice of rows. */
 #include <stdint.h>
 
 #include "cuda_internal.h"
@@ -34,15 +40,24 @@
 namespace {
 
 constexpr int kBlockM = 128;
-constexpr int kBlockN = 128;
 constexpr int kBlockK = 128;
-constexpr int kStages = 6;
-constexpr int kTileBytes = kBlockM * kBlockK; /* 16 KiB, same for A and B */
-constexpr int kStageBytes = 2 * kTileBytes;
+constexpr int kTileBytes = kBlockM * kBlockK; /* 16 KiB: A, and each 128-row half of B */
 constexpr int kThreads = 384;
 constexpr int kConsumerWarps = 8;
 constexpr int kGroupM = 16;
-constexpr size_t kSmemBytes = (size_t)kStages * kStageBytes + 1024 /* alignment */ + 256;
+
+/* The tile is 128 x kBN (kBN = 128 or 256). A 128 x 256 tile halves the
+ * activation bytes each FLOP pulls from L2 (the limit of 128 x 128 tiles on
+ * H100); its two 128-column halves are computed one after the other into
+ * the same 64 partial registers and promoted separately (each half is one
+ * weight-scale block), so a consumer thread holds 128 + 64 accumulators. */
+template <int kBN>
+struct Tile {
+  static constexpr int halves = kBN / 128;
+  static constexpr int stage_bytes = kTileBytes * (1 + halves);
+  static constexpr int stages = kBN == 128 ? 6 : 4;
+  static constexpr size_t smem_bytes = (size_t)stages * stage_bytes + 1024 /* alignment */ + 256;
+};
 
 struct LargeParams {
   const uint8_t *w; /* preshuffled bytes (bulk-copy path) */
@@ -56,6 +71,11 @@ struct LargeParams {
   int y_paired;
   int M, N, K;
   int m_blocks, n_blocks, k_groups;
+  /* Split-K when there are fewer tiles than SMs (small M): unit u is tile
+   * u / splits, groups [s * per_split, (s + 1) * per_split) of it. */
+  int splits, groups_per_split;
+  float *partial;          /* [splits][M][N] fp32 */
+  unsigned int *counters;  /* one per tile, zero between launches */
 };
 
 /* ---- PTX wrappers ---------------------------------------------------------- */
@@ -173,7 +193,7 @@ __device__ __forceinline__ void tile_coords(const LargeParams &p, int tile, int 
  * `width` bytes) written by one warp into the swizzled stage, zeros past K. */
 __device__ __forceinline__ void copy_narrow_tile(uint8_t *stage_b, const uint8_t *src, int rows,
                                                  int width, int lane) {
-  for (int i = lane; i < kBlockN * 8; i += 32) {
+  for (int i = lane; i < 128 * 8; i += 32) {
     const int row = i / 8, pos = i % 8;
     const int chunk = pos ^ (row & 7);
     uint4 v = make_uint4(0, 0, 0, 0);
@@ -183,21 +203,22 @@ __device__ __forceinline__ void copy_narrow_tile(uint8_t *stage_b, const uint8_t
   }
 }
 
-template <bool kPreshuffled>
+template <bool kPreshuffled, int kBN>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_large_kernel(const __grid_constant__ CUtensorMap map_x,
                       const __grid_constant__ CUtensorMap map_w, const LargeParams p) {
+  using T = Tile<kBN>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  uint64_t *full_bar = reinterpret_cast<uint64_t *>(smem + kStages * kStageBytes);
-  uint64_t *empty_bar = full_bar + kStages;
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(smem + T::stages * T::stage_bytes);
+  uint64_t *empty_bar = full_bar + T::stages;
 
   const int warpgroup = threadIdx.x / 128;
   const int warp_in_group = (threadIdx.x / 32) % 4;
   const int lane = threadIdx.x % 32;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; s++) {
+    for (int s = 0; s < T::stages; s++) {
       mbar_init(smem_addr(full_bar + s), 1);
       mbar_init(smem_addr(empty_bar + s), kConsumerWarps);
     }
@@ -206,48 +227,64 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  const int tiles = p.m_blocks * p.n_blocks;
+  const int units = p.m_blocks * p.n_blocks * p.splits;
 
   if (warpgroup == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (warp_in_group != 0) return;
     int stage = 0;
     uint32_t phase = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
       int mb, nb;
-      tile_coords(p, tile, &mb, &nb);
-      const int rows_in_block = min(kBlockN, p.N - nb * kBlockN);
-      for (int g = 0; g < p.k_groups; g++) {
+      tile_coords(p, unit / p.splits, &mb, &nb);
+      const int g_begin = (unit % p.splits) * p.groups_per_split;
+      const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
+      for (int g = g_begin; g < g_end; g++) {
         mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
-        uint8_t *stage_a = smem + stage * kStageBytes;
+        uint8_t *stage_a = smem + stage * T::stage_bytes;
         uint8_t *stage_b = stage_a + kTileBytes;
         const uint32_t bar = smem_addr(full_bar + stage);
         const int width = min(kBlockK, p.K - g * kBlockK);
         if (kPreshuffled) {
-          const uint8_t *tile_src =
-              p.w + (size_t)nb * kBlockN * p.K + (size_t)g * kBlockK * rows_in_block;
-          if (width == kBlockK) {
-            if (lane == 0) {
-              mbar_arrive_expect_tx(bar, kTileBytes + rows_in_block * kBlockK);
-              tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
-              bulk_load(smem_addr(stage_b), tile_src, rows_in_block * kBlockK, bar);
+          /* One bulk copy per 128-row block row of the weight present. */
+          uint32_t bytes = kTileBytes;
+          for (int h = 0; h < T::halves; h++) {
+            const int block_row = nb * T::halves + h;
+            const int rows = min(128, p.N - block_row * 128);
+            if (rows > 0 && width == kBlockK) bytes += rows * kBlockK;
+          }
+          if (width < kBlockK) {
+            for (int h = 0; h < T::halves; h++) {
+              const int block_row = nb * T::halves + h;
+              const int rows = max(0, min(128, p.N - block_row * 128));
+              const uint8_t *tile_src =
+                  p.w + (size_t)block_row * 128 * p.K + (size_t)g * kBlockK * rows;
+              copy_narrow_tile(stage_b + h * kTileBytes, tile_src, rows, width, lane);
             }
-          } else {
-            copy_narrow_tile(stage_b, tile_src, rows_in_block, width, lane);
             fence_proxy_async();
             __syncwarp();
-            if (lane == 0) {
-              mbar_arrive_expect_tx(bar, kTileBytes);
-              tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
+          }
+          if (lane == 0) {
+            mbar_arrive_expect_tx(bar, bytes);
+            tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
+            if (width == kBlockK) {
+              for (int h = 0; h < T::halves; h++) {
+                const int block_row = nb * T::halves + h;
+                const int rows = min(128, p.N - block_row * 128);
+                if (rows > 0)
+                  bulk_load(smem_addr(stage_b + h * kTileBytes),
+                            p.w + (size_t)block_row * 128 * p.K + (size_t)g * kBlockK * rows,
+                            rows * kBlockK, bar);
+              }
             }
           }
         } else if (lane == 0) {
-          mbar_arrive_expect_tx(bar, 2 * kTileBytes);
+          mbar_arrive_expect_tx(bar, T::stage_bytes);
           tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
-          tma_load_2d(smem_addr(stage_b), &map_w, g * kBlockK, nb * kBlockN, bar);
+          tma_load_2d(smem_addr(stage_b), &map_w, g * kBlockK, nb * kBN, bar);
         }
         __syncwarp();
-        if (++stage == kStages) {
+        if (++stage == T::stages) {
           stage = 0;
           phase ^= 1;
         }
@@ -260,69 +297,171 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int consumer = warpgroup - 1;
   int stage = 0;
   uint32_t phase = 0;
-  float acc[64];
+  float acc[64 * T::halves];
   float part[64];
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
     int mb, nb;
+    const int tile = unit / p.splits, split = unit % p.splits;
     tile_coords(p, tile, &mb, &nb);
+    const int g_begin = split * p.groups_per_split;
+    const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
     const int row0 = mb * kBlockM + consumer * 64 + warp_in_group * 16 + lane / 4;
     const int row1 = row0 + 8;
     const bool row0_ok = row0 < p.M, row1_ok = row1 < p.M;
+    /* Halves past N (the last tile of N = 2112 with 256-wide tiles) are skipped. */
+    const int halves_present = min(T::halves, (p.N - nb * kBN + 127) / 128);
 #pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.0f;
+    for (int i = 0; i < 64 * T::halves; i++) acc[i] = 0.0f;
 
-    for (int g = 0; g < p.k_groups; g++) {
-      const float sw = __ldg(p.w_scale + (size_t)nb * p.k_groups + g);
+    for (int g = g_begin; g < g_end; g++) {
+      float sw[T::halves];
+#pragma unroll
+      for (int h = 0; h < T::halves; h++)
+        sw[h] = h < halves_present
+                    ? __ldg(p.w_scale + (size_t)(nb * T::halves + h) * p.k_groups + g)
+                    : 0.0f;
       const float sx0 = row0_ok ? __ldg(p.x_scale + (size_t)row0 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
       const float sx1 = row1_ok ? __ldg(p.x_scale + (size_t)row1 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
       mbar_wait(smem_addr(full_bar + stage), phase);
-      const uint32_t a_base = smem_addr(smem + stage * kStageBytes) + consumer * 64 * kBlockK;
-      const uint32_t b_base = smem_addr(smem + stage * kStageBytes + kTileBytes);
-      wgmma_fence();
+      const uint32_t a_base = smem_addr(smem + stage * T::stage_bytes) + consumer * 64 * kBlockK;
+      const uint32_t b_base = smem_addr(smem + stage * T::stage_bytes + kTileBytes);
 #pragma unroll
-      for (int kk = 0; kk < kBlockK / 32; kk++)
-        wgmma_m64n128k32(part, smem_desc_sw128(a_base + kk * 32), smem_desc_sw128(b_base + kk * 32),
-                         kk);
-      wgmma_commit();
-      wgmma_wait_all();
-      if (lane == 0) mbar_arrive(smem_addr(empty_bar + stage));
-      if (++stage == kStages) {
+      for (int h = 0; h < T::halves; h++) {
+        if (h < halves_present) {
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < kBlockK / 32; kk++)
+            wgmma_m64n128k32(part, smem_desc_sw128(a_base + kk * 32),
+                             smem_desc_sw128(b_base + h * kTileBytes + kk * 32), kk);
+          wgmma_commit();
+          wgmma_wait_all();
+          if (h == halves_present - 1 && lane == 0) mbar_arrive(smem_addr(empty_bar + stage));
+          const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
+#pragma unroll
+          for (int i = 0; i < 16; i++) {
+            acc[64 * h + 4 * i + 0] = fmaf(part[4 * i + 0], s0, acc[64 * h + 4 * i + 0]);
+            acc[64 * h + 4 * i + 1] = fmaf(part[4 * i + 1], s0, acc[64 * h + 4 * i + 1]);
+            acc[64 * h + 4 * i + 2] = fmaf(part[4 * i + 2], s1, acc[64 * h + 4 * i + 2]);
+            acc[64 * h + 4 * i + 3] = fmaf(part[4 * i + 3], s1, acc[64 * h + 4 * i + 3]);
+          }
+        }
+      }
+      if (++stage == T::stages) {
         stage = 0;
         phase ^= 1;
       }
-      const float s0 = sx0 * sw, s1 = sx1 * sw;
-#pragma unroll
-      for (int i = 0; i < 16; i++) {
-        acc[4 * i + 0] = fmaf(part[4 * i + 0], s0, acc[4 * i + 0]);
-        acc[4 * i + 1] = fmaf(part[4 * i + 1], s0, acc[4 * i + 1]);
-        acc[4 * i + 2] = fmaf(part[4 * i + 2], s1, acc[4 * i + 2]);
-        acc[4 * i + 3] = fmaf(part[4 * i + 3], s1, acc[4 * i + 3]);
-      }
     }
 
-    /* acc[4i + e]: row row0 (e < 2) or row1, column nb*128 + 8i + 2*(lane%4) + (e & 1). */
+    /* acc[64h + 4i + e]: row row0 (e < 2) or row1, column nb*kBN + 128h + 8i + 2*(lane%4) + (e & 1). */
+    if (p.splits > 1) {
+      /* Split-K: fp32 partial of this K range, then the last of the tile's
+       * units adds the partials in split order (deterministic). */
+      float *mine = p.partial + (size_t)split * p.M * p.N;
 #pragma unroll
-    for (int i = 0; i < 16; i++) {
-      const int col = nb * kBlockN + 8 * i + 2 * (lane % 4);
-      if (col >= p.N) continue;
-      const bool second = col + 1 < p.N;
-      const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
-      const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
-      if (row0_ok)
-        store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, acc[4 * i] + b0, acc[4 * i + 1] + b1,
-                   second, p.y_paired);
-      if (row1_ok)
-        store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, acc[4 * i + 2] + b0,
-                   acc[4 * i + 3] + b1, second, p.y_paired);
+      for (int h = 0; h < T::halves; h++)
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+          const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
+          const float *a = acc + 64 * h + 4 * i;
+          if (col < p.N && row0_ok) mine[(size_t)row0 * p.N + col] = a[0];
+          if (col + 1 < p.N && row0_ok) mine[(size_t)row0 * p.N + col + 1] = a[1];
+          if (col < p.N && row1_ok) mine[(size_t)row1 * p.N + col] = a[2];
+          if (col + 1 < p.N && row1_ok) mine[(size_t)row1 * p.N + col + 1] = a[3];
+        }
+      /* Every unit of a split launch has its own resident CTA (units <= SMs,
+       * one CTA per SM), so the tile's CTAs wait for each other and then
+       * each adds up its own slice of rows: the reduction runs in parallel. */
+      __threadfence();
+      asm volatile("bar.sync 1, 256;" ::: "memory"); /* the two consumer warpgroups */
+      if (threadIdx.x == 128) {
+        atomicAdd(p.counters + tile, 1u);
+        while (*reinterpret_cast<volatile unsigned int *>(p.counters + tile) < (unsigned)p.splits)
+          __nanosleep(64);
+      }
+      asm volatile("bar.sync 1, 256;" ::: "memory");
+      __threadfence();
+      const int rows = min(kBlockM, p.M - mb * kBlockM), cols = min(kBN, p.N - nb * kBN);
+      const int r_begin = split * rows / p.splits, r_end = (split + 1) * rows / p.splits;
+      const int t = threadIdx.x - 128;
+      if (p.N % 4 == 0) {
+        /* float4 columns; each thread's outputs gathered over all splits at once. */
+        const int quads = (cols + 3) / 4, items = (r_end - r_begin) * quads;
+        for (int base = 0; base < items; base += 256 * 4) {
+          float4 sum[4];
+#pragma unroll
+          for (int u = 0; u < 4; u++) sum[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+          for (int sp = 0; sp < p.splits; sp++) {
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+              const int idx = base + u * 256 + t;
+              if (idx < items) {
+                const int row = mb * kBlockM + r_begin + idx / quads, col = nb * kBN + 4 * (idx % quads);
+                const float4 v = __ldcg(reinterpret_cast<const float4 *>(
+                    p.partial + ((size_t)sp * p.M + row) * p.N + col));
+                sum[u].x += v.x;
+                sum[u].y += v.y;
+                sum[u].z += v.z;
+                sum[u].w += v.w;
+              }
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < 4; u++) {
+            const int idx = base + u * 256 + t;
+            if (idx < items) {
+              const int row = mb * kBlockM + r_begin + idx / quads, col = nb * kBN + 4 * (idx % quads);
+              const float v[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
+              for (int e = 0; e < 4 && col + e < p.N; e++)
+                store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col + e,
+                              v[e] + (p.bias ? __ldg(p.bias + col + e) : 0.0f));
+            }
+          }
+        }
+      } else {
+        for (int idx = t; idx < (r_end - r_begin) * cols; idx += 256) {
+          const int row = mb * kBlockM + r_begin + idx / cols, col = nb * kBN + idx % cols;
+          float sum = 0.0f;
+          for (int sp = 0; sp < p.splits; sp++)
+            sum += __ldcg(p.partial + ((size_t)sp * p.M + row) * p.N + col);
+          store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col,
+                        sum + (p.bias ? __ldg(p.bias + col) : 0.0f));
+        }
+      }
+      /* The last CTA of the tile to finish resets both counters for the next launch. */
+      asm volatile("bar.sync 1, 256;" ::: "memory");
+      if (threadIdx.x == 128 &&
+          atomicAdd(p.counters + FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile, 1u) == (unsigned)(p.splits - 1)) {
+        p.counters[tile] = 0;
+        p.counters[FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile] = 0;
+      }
+      continue;
     }
+#pragma unroll
+    for (int h = 0; h < T::halves; h++)
+#pragma unroll
+      for (int i = 0; i < 16; i++) {
+        const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
+        if (col >= p.N) continue;
+        const bool second = col + 1 < p.N;
+        const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
+        const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
+        const float *a = acc + 64 * h + 4 * i;
+        if (row0_ok)
+          store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1, second,
+                     p.y_paired);
+        if (row1_ok)
+          store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1, second,
+                     p.y_paired);
+      }
   }
 }
 
 fp8gemm_status encode_map(const fp8gemm_cuda_state *s, CUtensorMap *map, const void *base,
-                          size_t inner, size_t outer, size_t row_bytes, const char *what) {
+                          size_t inner, size_t outer, size_t row_bytes, unsigned box_rows,
+                          const char *what) {
   const cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
   const cuuint64_t strides[1] = {(cuuint64_t)row_bytes};
-  const cuuint32_t box[2] = {kBlockK, 128};
+  const cuuint32_t box[2] = {kBlockK, box_rows};
   const cuuint32_t element_strides[2] = {1, 1};
   const CUresult r = s->encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(base),
                                      dims, strides, box, element_strides,
@@ -336,6 +475,38 @@ fp8gemm_status encode_map(const fp8gemm_cuda_state *s, CUtensorMap *map, const v
   return FP8GEMM_OK;
 }
 
+template <bool kPreshuffled, int kBN>
+fp8gemm_status raise_smem_limit() {
+  return fp8gemm_cuda_check(
+      cudaFuncSetAttribute(reinterpret_cast<const void *>(gemm_large_kernel<kPreshuffled, kBN>),
+                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           (int)Tile<kBN>::smem_bytes),
+      "large-M kernel: shared-memory limit");
+}
+
+/* Splits K over the units of a launch with fewer tiles than SMs. */
+void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits, int *per_split) {
+  int want = 1;
+  /* units = tiles * splits <= SMs: each unit gets its own resident CTA. */
+  if (tiles < sm_count && tiles <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2) want = (int)(sm_count / tiles);
+  if (want > k_groups) want = k_groups;
+  *per_split = (k_groups + want - 1) / want;
+  *splits = (k_groups + *per_split - 1) / *per_split;
+}
+
+template <bool kPreshuffled, int kBN>
+fp8gemm_status launch(fp8gemm_cuda_state *s, const CUtensorMap &map_x, const CUtensorMap &map_w,
+                      LargeParams p) {
+  p.n_blocks = (p.N + kBN - 1) / kBN;
+  const long long units = (long long)p.m_blocks * p.n_blocks * p.splits;
+  if (units > 0x7fffffffLL)
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %lld tiles", units);
+  const unsigned grid = (unsigned)(units < s->sm_count ? units : s->sm_count);
+  gemm_large_kernel<kPreshuffled, kBN>
+      <<<grid, kThreads, Tile<kBN>::smem_bytes, s->stream>>>(map_x, map_w, p);
+  return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
+}
+
 }  // namespace
 
 extern "C" int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p) {
@@ -347,29 +518,27 @@ extern "C" int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p) {
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void) {
-  FP8GEMM_CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(gemm_large_kernel<true>),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)kSmemBytes),
-                   "large-M kernel: shared-memory limit");
-  FP8GEMM_CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(gemm_large_kernel<false>),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)kSmemBytes),
-                   "large-M kernel: shared-memory limit");
+  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<true, 128>()));
+  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<false, 128>()));
+  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<true, 256>()));
+  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<false, 256>()));
   return FP8GEMM_OK;
 }
 
+extern "C" size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
+                                               size_t K) {
+  const long long tiles = (long long)((M + kBlockM - 1) / kBlockM) * (long long)((N + 127) / 128);
+  int splits, per_split;
+  plan_large_splits(s->sm_count, tiles, (int)((K + kBlockK - 1) / kBlockK), &splits, &per_split);
+  return splits > 1 ? (size_t)splits * M * N * sizeof(float) : 0;
+}
+
 extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
-                                                  const fp8gemm_cuda_problem *prob) {
+                                                  const fp8gemm_cuda_problem *prob,
+                                                  void *workspace, size_t workspace_bytes) {
   if (!s->encode_tiled)
     return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
                              "large-M GEMM: cuTensorMapEncodeTiled is not available from the driver");
-  CUtensorMap map_x, map_w;
-  FP8GEMM_RETURN_IF_ERROR(encode_map(s, &map_x, prob->xq, prob->K, prob->M, prob->ldq, "xq"));
-  if (prob->w_preshuffled)
-    map_w = map_x; /* unused: the weight comes by bulk copies */
-  else
-    FP8GEMM_RETURN_IF_ERROR(encode_map(s, &map_w, prob->w, prob->K, prob->N, prob->K, "weight"));
-
   LargeParams p;
   p.w = prob->w;
   p.w_scale = prob->w_scale;
@@ -386,15 +555,33 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   p.N = (int)prob->N;
   p.K = (int)prob->K;
   p.m_blocks = (int)((prob->M + kBlockM - 1) / kBlockM);
-  p.n_blocks = (int)((prob->N + kBlockN - 1) / kBlockN);
   p.k_groups = (int)((prob->K + kBlockK - 1) / kBlockK);
-  const long long tiles = (long long)p.m_blocks * p.n_blocks;
-  if (tiles > 0x7fffffffLL)
-    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %lld tiles", tiles);
-  const unsigned grid = (unsigned)(tiles < s->sm_count ? tiles : s->sm_count);
+  /* 256-wide tiles when they still give every SM a tile, else 128 (and
+   * split K when even those are fewer than the SMs). */
+  const long long wide_tiles = (long long)p.m_blocks * ((p.N + 255) / 256);
+  const int bn = wide_tiles >= s->sm_count ? 256 : 128;
+  p.splits = 1;
+  p.groups_per_split = p.k_groups;
+  p.partial = static_cast<float *>(workspace);
+  p.counters = s->split_counters;
+  if (bn == 128) {
+    plan_large_splits(s->sm_count, (long long)p.m_blocks * ((p.N + 127) / 128), p.k_groups,
+                      &p.splits, &p.groups_per_split);
+    if (p.splits > 1 && (!workspace || workspace_bytes < (size_t)p.splits * prob->M * prob->N * sizeof(float))) {
+      p.splits = 1; /* no room for partials: unsplit, same result */
+      p.groups_per_split = p.k_groups;
+    }
+  }
+
+  CUtensorMap map_x, map_w;
+  FP8GEMM_RETURN_IF_ERROR(
+      encode_map(s, &map_x, prob->xq, prob->K, prob->M, prob->ldq, kBlockM, "xq"));
   if (prob->w_preshuffled)
-    gemm_large_kernel<true><<<grid, kThreads, kSmemBytes, s->stream>>>(map_x, map_w, p);
+    map_w = map_x; /* unused: the weight comes by bulk copies */
   else
-    gemm_large_kernel<false><<<grid, kThreads, kSmemBytes, s->stream>>>(map_x, map_w, p);
-  return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
+    FP8GEMM_RETURN_IF_ERROR(
+        encode_map(s, &map_w, prob->w, prob->K, prob->N, prob->K, (unsigned)bn, "weight"));
+  if (prob->w_preshuffled)
+    return bn == 256 ? launch<true, 256>(s, map_x, map_w, p) : launch<true, 128>(s, map_x, map_w, p);
+  return bn == 256 ? launch<false, 256>(s, map_x, map_w, p) : launch<false, 128>(s, map_x, map_w, p);
 }

@@ -90,11 +90,14 @@ static void run_case(const gemm_case *c, fp8gemm_layout layout) {
     ct_download(g_ctx, y, d_y, M * N * y_elem);
     size_t bad = 0;
     const double err = ct_rel_err(c->y_dtype, y, N, ref, M, N, &bad);
-    if (!(err <= c->tolerance))
+    /* Below ~2000 outputs the output rounding alone (bf16: up to 2^-9
+     * relative per element) can average above the bound by chance. */
+    const double tolerance = M * N >= 2048 ? c->tolerance : 2 * c->tolerance;
+    if (!(err <= tolerance))
       fail_msg("%s N=%zu K=%zu M=%zu y=%s bias=%d: rel err %.3g > %.3g (first non-finite at "
                "row %zu col %zu if inf)",
                fp8gemm_layout_name(layout), N, K, M, dtype_label(c->y_dtype), c->with_bias, err,
-               c->tolerance, bad / N, bad % N);
+               tolerance, bad / N, bad % N);
     if (err > worst) {
       worst = err;
       worst_m = M;
