@@ -165,8 +165,7 @@ static void run_small(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm
   float *xd = (float *)(ws + plan.xd_offset), *xs = (float *)(ws + plan.xs_offset);
   for (size_t m = 0; m < M; m++) {
     st->kernels->decode_row(K, a->xq + m * a->ldq, xd + m * K, st->decode_lut);
-    /* 65536: both operands were decoded as value/256. */
-    for (size_t g = 0; g < groups; g++) xs[m * groups + g] = x_scale_at(a, m, g) * 65536.0f;
+    for (size_t g = 0; g < groups; g++) xs[m * groups + g] = x_scale_at(a, m, g);
   }
   uint8_t *padded = NULL;
   if (w->layout == FP8GEMM_LAYOUT_PRESHUFFLED_CPU && w->N % 16) {
@@ -228,7 +227,7 @@ static unit_plan plan_units(size_t M, size_t N, int threads) {
 
 /* A micro-panel: rows m0.. (mr <= 6) of xq, columns k0..k0+kc, decoded
  * into a[6][kc] (row by row, the same fast decoder as everywhere); its
- * scales times 65536 into as[g][6]. Missing rows are zero. */
+ * scales into as[g][6]. Missing rows are zero. */
 static void pack_a(const large_job *job, size_t m0, size_t mr, size_t k0, size_t kc, float *ap,
                    float *as) {
   const fp8gemm_gemm_args *a = job->args;
@@ -239,7 +238,7 @@ static void pack_a(const large_job *job, size_t m0, size_t mr, size_t k0, size_t
   const size_t g0 = k0 / GROUP, ng = fp8gemm_ceil_div(kc, GROUP);
   for (size_t g = 0; g < ng; g++)
     for (size_t i = 0; i < CPU_GEMM_MR; i++)
-      as[g * CPU_GEMM_MR + i] = i < mr ? x_scale_at(a, m0 + i, g0 + g) * 65536.0f : 0.0f;
+      as[g * CPU_GEMM_MR + i] = i < mr ? x_scale_at(a, m0 + i, g0 + g) : 0.0f;
 }
 
 static void prefetch_plain_panel(const fp8gemm_weight *w, size_t n0, size_t pc, size_t kc) {

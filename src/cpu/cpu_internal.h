@@ -4,12 +4,13 @@
  * compute, their tile, and their ISA (XNNPACK style).
  *
  * Number conventions shared by every kernel:
- *  - FP8 bytes are decoded exactly to value/256 (the F16C trick of REFERENCE
- *    section 1 yields value/256; the scalar path uses a table of the same
- *    numbers), so products of two decoded values are value*value/65536,
- *    still exact in fp32.
+ *  - Weight bytes are decoded exactly to value/256 (the F16C trick of
+ *    REFERENCE section 1 yields value/256; the scalar path uses a table of
+ *    the same numbers) and activation bytes to value*256 (once per call,
+ *    off the hot loop), so a product of the two is exactly value*value and
+ *    no scale needs a compensating factor (which could overflow).
  *  - Scales are applied once per 128-wide K group ("promotion"): each group
- *    is summed in fp32, then C += (65536 * sx(m,g)) * sw(n/128,g) * sum.
+ *    is summed in fp32, then C += (sx(m,g) * sw(n/128,g)) * sum.
  *    This is the math of REFERENCE section 2, not a fold of the scales into
  *    the operands, which keeps the error well under 1e-5 at any K. */
 #ifndef FP8GEMM_CPU_INTERNAL_H
@@ -88,9 +89,9 @@ typedef struct cpu_kernels {
                        const float *lut);
 
   /* Small M. out[r][j] = sum_g (xs[r][g] * ws[g]) * sum_{k in g} xd[r][k] * W[j][k]
-   * for r < rows (1..6), with xd the decoded x (value/256, row stride ldxd)
-   * and xs the x scales times 65536 (row stride ldxs), ws the weight scales
-   * of the panel's 128-row block.
+   * for r < rows (1..6), with xd the decoded x (value*256, row stride ldxd),
+   * W the decoded weight (value/256), xs the x scales (row stride ldxs) and
+   * ws the weight scales of the panel's 128-row block.
    * preshuffled: one full 16-row panel (16*K bytes, k-major), out [rows][16].
    * plain: wrows (1..4) weight rows at w (row stride ldw), out [rows][4]. */
   void (*gemv_preshuffled)(size_t rows, size_t K, const uint8_t *panel, const float *xd,
@@ -100,7 +101,8 @@ typedef struct cpu_kernels {
                      const float *xd, size_t ldxd, const float *xs, size_t ldxs, const float *ws,
                      float *out, const float *lut);
 
-  /* Decodes `count` FP8 bytes (count % 16 == 0) to value/256. */
+  /* Decodes `count` activation bytes (count % 16 == 0) to value*256
+   * (exact; NaN codes of the table path stay NaN). */
   void (*decode_row)(size_t count, const uint8_t *src, float *dst, const float *lut);
 
   /* y[i][j] = c[i][j] (+ bias[j]) converted to y_dtype, i < rows, j < cols. */

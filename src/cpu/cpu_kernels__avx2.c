@@ -317,14 +317,16 @@ static void f8f32_gemv_6x4_plain__avx2(size_t rows, size_t wrows, size_t K, cons
 }
 
 static void decode_row_avx2(size_t count, const uint8_t *src, float *dst, const float *lut) {
+  /* value/256 from the F16C decode, times 2^16: value*256, exact. */
+  const __m256 rescale = _mm256_set1_ps(65536.0f);
   size_t i = 0;
   for (; i + 16 <= count; i += 16) {
     __m256 lo, hi;
     decode16(src + i, &lo, &hi);
-    _mm256_storeu_ps(dst + i, lo);
-    _mm256_storeu_ps(dst + i + 8, hi);
+    _mm256_storeu_ps(dst + i, _mm256_mul_ps(lo, rescale));
+    _mm256_storeu_ps(dst + i + 8, _mm256_mul_ps(hi, rescale));
   }
-  for (; i < count; i++) dst[i] = lut[src[i]];
+  for (; i < count; i++) dst[i] = lut[src[i]] * 65536.0f;
 }
 
 /* ---- output conversion ---------------------------------------------------------- */

@@ -117,7 +117,7 @@ void f8f32_gemv_6x4_plain__scalar(size_t rows, size_t wrows, size_t K, const uin
 }
 
 static void decode_row_scalar(size_t count, const uint8_t *src, float *dst, const float *lut) {
-  for (size_t i = 0; i < count; i++) dst[i] = lut[src[i]];
+  for (size_t i = 0; i < count; i++) dst[i] = lut[src[i]] * 65536.0f; /* value * 256, exact */
 }
 
 void f32_store_tile__scalar(size_t rows, size_t cols, const float *c, size_t ldc,

@@ -241,6 +241,66 @@ static void test_crossover_threads_workspace(void **state) {
   }
 }
 
+/* A row of x with a NaN or Inf quantizes to scale NaN: that row's outputs
+ * are NaN in every kernel (never a silently finite value); other rows stay
+ * right. Huge finite rows (scale ~1e34) match the fp64 reference. */
+static void test_non_finite_rows(void **state) {
+  (void)state;
+  fp8gemm_context *ctx = ct_context(0);
+  tu_rng rng = tu_rng_make(tu_seed());
+  static const size_t Ms[] = {4, 7, 13, 40}; /* rows 1, 2 and M-1 are special */
+  const size_t N = 200, K = 336, groups = 3;
+  for (size_t mi = 0; mi < 4; mi++) {
+    const size_t M = Ms[mi];
+    float *x = tu_malloc(M * K * sizeof(float));
+    tu_fill_normal(&rng, x, M * K, 1.0f);
+    x[1 * K + 200] = NAN;                  /* row 1, group 1 */
+    x[(M - 1) * K + 335] = -INFINITY;      /* last row, last (partial) group */
+    /* Row 2: huge but finite (scales ~1e34): no intermediate may overflow. */
+    for (size_t k = 0; k < K; k++) x[2 * K + k] *= 1e36f;
+    uint8_t *xq = tu_malloc(M * K), *wq = tu_malloc(N * K);
+    float *xs = tu_malloc(M * groups * sizeof(float)), ws[2 * 3];
+    TU_OK(fp8gemm_quantize_activations(ctx, M, K, FP8GEMM_DTYPE_F32, x, K, xq, K, xs,
+                                       FP8GEMM_SCALE_ROW_MAJOR, groups));
+    ct_fill_codes(&rng, wq, N * K);
+    ct_fill_scales(&rng, ws, 6);
+    for (int i = 0; i < 6; i++) ws[i] *= 448e-6f; /* |w| <= 8e-4: y stays far below FLT_MAX */
+    const size_t finite_rows[2] = {0, 2};
+    double *ref = ct_reference_rows(N, K, xq, xs, finite_rows, 2, wq, ws, NULL);
+    for (int lay = 0; lay < 2; lay++) {
+      fp8gemm_weight *w = ct_weight(ctx, N, K, wq, ws, NULL,
+                                    lay ? FP8GEMM_LAYOUT_PRESHUFFLED_CPU : FP8GEMM_LAYOUT_PLAIN);
+      for (int path = 0; path < 2; path++) {
+        w->crossover_m = path ? 64 : 1; /* small-M kernel, large-M kernel */
+        ct_output y;
+        ct_output_make(&y, M, N, 1, FP8GEMM_DTYPE_F32);
+        TU_OK(fp8gemm_gemm(ctx, w, M, xq, K, xs, FP8GEMM_SCALE_ROW_MAJOR, groups, FP8GEMM_DTYPE_F32,
+                           ct_output_ptr(&y), y.ld, NULL, 0));
+        for (size_t m = 0; m < M; m++)
+          for (size_t n = 0; n < N; n++) {
+            const float v = ct_output_get(&y, m, n);
+            const int want_nan = m == 1 || m == M - 1;
+            if (want_nan != (isnan(v) != 0))
+              fail_msg("M=%zu %s %s-M kernel: y[%zu, %zu] = %g, expected %s", M,
+                       fp8gemm_layout_name(w->layout), path ? "small" : "large", m, n, (double)v,
+                       want_nan ? "NaN" : "a number");
+          }
+        const double err = ct_rel_err_rows(&y, finite_rows, 2, ref);
+        if (!(err <= 1e-5))
+          fail_msg("M=%zu %s: rows 0 and 2 (huge) rel err %.3g", M, fp8gemm_layout_name(w->layout), err);
+        ct_output_free(&y);
+      }
+      fp8gemm_weight_destroy(w);
+    }
+    free(ref);
+    free(x);
+    free(xq);
+    free(wq);
+    free(xs);
+  }
+  fp8gemm_context_destroy(ctx);
+}
+
 typedef struct forward_thread {
   fp8gemm_context *ctx;
   fp8gemm_weight *w;
@@ -307,6 +367,7 @@ int main(void) {
       cmocka_unit_test(test_layout_mismatch),
       cmocka_unit_test(test_output_types_bias_scale_layout),
       cmocka_unit_test(test_crossover_threads_workspace),
+      cmocka_unit_test(test_non_finite_rows),
       cmocka_unit_test(test_concurrent_forwards),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
