@@ -148,6 +148,20 @@ static void test_output_types_bias_scale_layout(void **state) {
       ct_output_check_frame(&y32, "f32");
       ct_output_check_frame(&y32m, "f32 M-major");
       assert_memory_equal(y32.base, y32m.base, (M + 2) * y32.ld * 4);
+      /* xq with a row stride beyond K reads the same rows. */
+      {
+        const size_t ldq = K + 48;
+        uint8_t *xq_wide = tu_malloc(M * ldq);
+        memset(xq_wide, 0x7F, M * ldq); /* NaN codes in the gaps would show */
+        for (size_t m = 0; m < M; m++) memcpy(xq_wide + m * ldq, p.xq + m * K, K);
+        ct_output yw;
+        ct_output_make(&yw, M, N, 2, FP8GEMM_DTYPE_F32);
+        TU_OK(fp8gemm_gemm(ctx, w, M, xq_wide, ldq, p.xs, FP8GEMM_SCALE_ROW_MAJOR, p.groups,
+                           FP8GEMM_DTYPE_F32, ct_output_ptr(&yw), yw.ld, NULL, 0));
+        assert_memory_equal(y32.base, yw.base, (M + 2) * y32.ld * 4);
+        ct_output_free(&yw);
+        free(xq_wide);
+      }
       /* Against the reference, bias included. */
       size_t rows[3] = {0, M / 2, M - 1};
       const size_t nrows = M >= 3 ? 3 : M;
