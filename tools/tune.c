@@ -171,7 +171,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     }
     const double geo_ratio = exp(log_ratio / (double)merged.m_count);
     const int preshuffled_wins = weights[1] && geo_ratio <= 1.0;
-    fprintf(out, "%s,%s,%zu,%zu,%s,fp8gemm_linear,0,", fp8gemm_backend_name((fp8gemm_backend)backend),
+    fprintf(out, "%s,%s,%zu,%zu,%s,fp8gemm_linear,default,", fp8gemm_backend_name((fp8gemm_backend)backend),
             device, N, K, preshuffled_wins ? "preshuffled" : "plain");
     for (int part = 0; part < 3; part++) {
       for (size_t i = 0; i < merged.m_count; i++) {

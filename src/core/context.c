@@ -157,7 +157,7 @@ size_t fp8gemm_context_crossover_m(const fp8gemm_context *context, size_t N, siz
   const fp8gemm_tuned_entry *entry =
       fp8gemm_tuned_table_find(&context->table, context->ops->name,
                                context->ops->device_name(context), N, K);
-  return entry ? entry->crossover_m : 0;
+  return entry ? entry->crossover_m : FP8GEMM_CROSSOVER_DEFAULT;
 }
 
 fp8gemm_status fp8gemm_memory_alloc(fp8gemm_context *context, size_t bytes, void **ptr) {

@@ -54,8 +54,11 @@ typedef struct fp8gemm_tuned_entry {
   size_t N, K;
   fp8gemm_layout layout; /* resolved: plain or the backend's preshuffled layout */
   char kernel[64];
-  size_t crossover_m;    /* small-M kernel for M <= this; 0 = backend default */
+  size_t crossover_m;    /* small-M kernel iff M <= this (0: never); or FP8GEMM_CROSSOVER_DEFAULT */
 } fp8gemm_tuned_entry;
+
+/* crossover_m when the table says nothing: the backend's own default. */
+#define FP8GEMM_CROSSOVER_DEFAULT SIZE_MAX
 
 typedef struct fp8gemm_tuned_table {
   fp8gemm_tuned_entry *entries;
@@ -73,7 +76,8 @@ void fp8gemm_tuned_table_free(fp8gemm_tuned_table *table);
 const fp8gemm_tuned_entry *fp8gemm_tuned_table_find(const fp8gemm_tuned_table *table,
                                                     const char *backend, const char *device,
                                                     size_t N, size_t K);
-/* The table's crossover M for (N, K) on the context's backend (0 = none). */
+/* The table's crossover M for (N, K) on the context's backend, or
+ * FP8GEMM_CROSSOVER_DEFAULT. */
 size_t fp8gemm_context_crossover_m(const fp8gemm_context *context, size_t N, size_t K);
 /* The shipped default table text for a backend ("" when none). */
 const char *fp8gemm_shipped_table(fp8gemm_backend backend);
@@ -171,7 +175,7 @@ struct fp8gemm_weight {
   float *scale_inv;      /* [ceil(N/128), ceil(K/128)] backend memory, owned */
   float *bias;           /* [N] fp32 backend memory, owned, or NULL */
   float *host_scale_inv; /* host copy of scale_inv (same pointer on the CPU) */
-  size_t crossover_m;    /* from the tuned table; 0 = backend default */
+  size_t crossover_m;    /* from the tuned table, or FP8GEMM_CROSSOVER_DEFAULT */
 };
 
 /* ---- layouts -------------------------------------------------------------- */

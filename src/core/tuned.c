@@ -5,6 +5,8 @@
  *   backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us
  *   cpu,avx2,7168,2048,preshuffled,f8f32_gemm_6x16__avx2,4,1 16 128,210 3100 9000,190 2950 8800
  *
+ * crossover_m: the small-M kernel serves M <= crossover_m (0: never);
+ * empty or "default" leaves the choice to the backend.
  * m_values, plain_us and preshuffled_us are space-separated lists of the
  * same length (the times per M); they may be empty. Lines starting with '#'
  * and blank lines are skipped. */
@@ -166,10 +168,13 @@ fp8gemm_status fp8gemm_tuned_table_parse(const char *text, const char *origin,
       break;
     }
     snprintf(entry.kernel, sizeof entry.kernel, "%s", fields[5]);
-    if (!parse_size(fields[6], &entry.crossover_m) || entry.crossover_m > FP8GEMM_MAX_DIM) {
+    if (!*fields[6] || !strcmp(fields[6], "default")) {
+      entry.crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
+    } else if (!parse_size(fields[6], &entry.crossover_m) || entry.crossover_m > FP8GEMM_MAX_DIM) {
       status = fp8gemm_set_error(FP8GEMM_ERROR_PARSE,
-                                 "%s:%zu: crossover_m '%s' is not a non-negative integer", origin,
-                                 line_number, fields[6]);
+                                 "%s:%zu: crossover_m '%s' is not 'default' or a non-negative "
+                                 "integer",
+                                 origin, line_number, fields[6]);
       break;
     }
     size_t m_count, plain_count, preshuffled_count;

@@ -22,13 +22,18 @@ static void test_parse_ok_and_find(void **state) {
   fp8gemm_tuned_table table;
   TU_OK(fp8gemm_tuned_table_parse("# comment\n\n" HEADER
                                   "cpu,*,2112,7168,plain,f8f32_gemm,8,1 16 128,10 20 30,11 21 31\n"
-                                  "cpu,avx2,2112,7168,preshuffled,f8f32_gemm,0,,,\n"
+                                  "cpu,avx2,2112,7168,preshuffled,f8f32_gemm,default,,,\n"
+                                  "cpu,avx2,4096,7168,preshuffled,f8f32_gemm,0,,,\n"
                                   "cuda,*,4096,7168,preshuffled,sm90_gemm,64,1,5.5,4.5\n",
                                   "t.csv", &table));
-  assert_int_equal(table.count, 3);
+  assert_int_equal(table.count, 4);
   const fp8gemm_tuned_entry *e = fp8gemm_tuned_table_find(&table, "cpu", "avx2", 2112, 7168);
   assert_non_null(e);
   assert_int_equal(e->layout, FP8GEMM_LAYOUT_PRESHUFFLED_CPU); /* exact device beats '*' */
+  assert_true(e->crossover_m == FP8GEMM_CROSSOVER_DEFAULT);
+  e = fp8gemm_tuned_table_find(&table, "cpu", "avx2", 4096, 7168);
+  assert_non_null(e);
+  assert_int_equal(e->crossover_m, 0); /* 0: never the small-M kernel */
   e = fp8gemm_tuned_table_find(&table, "cpu", "generic", 2112, 7168);
   assert_non_null(e);
   assert_int_equal(e->layout, FP8GEMM_LAYOUT_PLAIN);
@@ -36,7 +41,7 @@ static void test_parse_ok_and_find(void **state) {
   e = fp8gemm_tuned_table_find(&table, "cuda", "NVIDIA H100", 4096, 7168);
   assert_non_null(e);
   assert_int_equal(e->layout, FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
-  assert_null(fp8gemm_tuned_table_find(&table, "cpu", "avx2", 4096, 7168));
+  assert_null(fp8gemm_tuned_table_find(&table, "cpu", "avx2", 4096, 2048));
   fp8gemm_tuned_table_free(&table);
 }
 
