@@ -188,23 +188,21 @@ fp8gemm_status fp8gemm_linear(fp8gemm_context *context, const fp8gemm_weight *we
   FP8GEMM_RETURN_IF_ERROR(check_output(__func__, weight, y_dtype, y, ldy));
 
   const workspace_plan plan = plan_workspace(context, weight, M);
-  if (workspace && workspace_bytes < plan.total)
-    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
-                             "%s: workspace_bytes=%zu < %zu needed (fp8gemm_linear_workspace_size)",
-                             __func__, workspace_bytes, plan.total);
-  if (context->ops->linear_fused) {
-    fp8gemm_status status = context->ops->linear_fused(
-        context, weight, M, x_dtype, x, ldx, (fp8gemm_dtype)y_dtype, y, ldy,
-        workspace ? (uint8_t *)workspace + plan.backend_offset : NULL,
-        workspace ? plan.backend_bytes : 0);
-    if (status != FP8GEMM_ERROR_UNSUPPORTED) return status;
-    fp8gemm_clear_error();
-  }
-
   uint8_t *base;
   bool owned;
   FP8GEMM_RETURN_IF_ERROR(
       acquire_workspace(__func__, context, &plan, workspace, workspace_bytes, &base, &owned));
+  if (context->ops->linear_fused) {
+    /* One launch when the backend can (small M on CUDA); else two steps. */
+    fp8gemm_status status =
+        context->ops->linear_fused(context, weight, M, x_dtype, x, ldx, (fp8gemm_dtype)y_dtype, y,
+                                   ldy, base + plan.backend_offset, plan.backend_bytes);
+    if (status != FP8GEMM_ERROR_UNSUPPORTED) {
+      if (owned) context->ops->free(context, base);
+      return status;
+    }
+    fp8gemm_clear_error();
+  }
   const size_t groups = fp8gemm_ceil_div(weight->K, FP8GEMM_BLOCK);
   fp8gemm_gemm_args args;
   args.M = M;
