@@ -40,9 +40,18 @@ static bool claim(atomic_size_t *next, size_t chunk, size_t total, size_t *begin
 }
 
 size_t cpu_crossover_m(const fp8gemm_weight *w) {
-  if (w->crossover_m) return w->crossover_m;
+  if (w->crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return w->crossover_m;
   return w->layout == FP8GEMM_LAYOUT_PLAIN ? CPU_DEFAULT_CROSSOVER_M_PLAIN
                                            : CPU_DEFAULT_CROSSOVER_M_PRESHUFFLED;
+}
+
+/* The GEMV kernels decode the weight once per 6 rows of x: past a few
+ * dozen rows that always loses, whatever a tuned table says, so they are
+ * capped (which also bounds their workspace, M * K floats). */
+#define CPU_SMALL_M_MAX 64
+
+static bool use_small_m(const fp8gemm_weight *w, size_t M) {
+  return M <= cpu_crossover_m(w) && M <= CPU_SMALL_M_MAX;
 }
 
 fp8gemm_scale_layout cpu_gemm_scale_layout(const fp8gemm_context *ctx, const fp8gemm_weight *w,
@@ -101,7 +110,7 @@ static large_plan plan_large(const fp8gemm_weight *w, size_t M) {
 }
 
 size_t cpu_gemm_workspace(const fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M) {
-  if (M <= cpu_crossover_m(w)) return plan_small(w, M).total + ALIGN;
+  if (use_small_m(w, M)) return plan_small(w, M).total + ALIGN;
   return (size_t)cpu_state_of(ctx)->num_threads * plan_large(w, M).per_thread + ALIGN;
 }
 
@@ -181,8 +190,8 @@ static void run_small(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm
   atomic_init(&job.next_panel, 0);
   const size_t panels = fp8gemm_ceil_div(w->N, 16);
   /* Below ~1 MFLOP a wake-up of the workers costs more than it saves. */
-  const size_t work = M * w->N * K;
-  size_t want = work < ((size_t)1 << 19) ? 1 : min_size((size_t)st->num_threads, panels);
+  const double work = (double)M * (double)w->N * (double)K;
+  size_t want = work < 524288.0 ? 1 : min_size((size_t)st->num_threads, panels);
   cpu_pool_run(st->pool, (int)want, small_task, &job);
 }
 
@@ -362,8 +371,8 @@ static void run_large(cpu_state *st, const fp8gemm_weight *w, const fp8gemm_gemm
                       uint8_t *ws) {
   large_job job = {st, w, a, plan_large(w, a->M), ws, 0};
   atomic_init(&job.next_unit, 0);
-  const size_t work = a->M * w->N * w->K;
-  const int want = work < ((size_t)1 << 19) ? 1 : st->num_threads;
+  const double work = (double)a->M * (double)w->N * (double)w->K;
+  const int want = work < 524288.0 ? 1 : st->num_threads;
   cpu_pool_run(st->pool, want, large_task, &job);
 }
 
@@ -388,7 +397,7 @@ fp8gemm_status cpu_gemm(fp8gemm_context *ctx, const fp8gemm_weight *w,
     base = (uintptr_t)owned;
   }
   uint8_t *ws = (uint8_t *)((base + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
-  if (args->M <= cpu_crossover_m(w))
+  if (use_small_m(w, args->M))
     run_small(st, w, args, ws);
   else
     run_large(st, w, args, ws);
