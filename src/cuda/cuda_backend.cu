@@ -12,7 +12,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s);
 extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
 
 /* Small-M kernel for M <= this when the tuned table gives no crossover
- * (FP8GEMM_CUDA_CROSSOVER overrides it, for benchmarks). Measured on H100
+ * (FP8GEMM_CUDA_CROSSOVER overrides it and the table, for benchmarks). Measured on H100
  * (bench/results): the small-M kernel wins at M <= 4 on most DeepSeek-V3
  * shapes and is even at M = 8; from M = 16 the split-K large-M kernel wins
  * everywhere. */
@@ -88,8 +88,16 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   s->sm_count = prop.multiProcessorCount;
   s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
   s->default_crossover_m = DEFAULT_CROSSOVER_M;
+  s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
   const char *env = getenv("FP8GEMM_CUDA_CROSSOVER");
-  if (env && *env) s->default_crossover_m = (size_t)strtoull(env, NULL, 10);
+  if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
+  /* Benchmark knobs of the large-M kernel (0: the built-in choice). */
+  env = getenv("FP8GEMM_CUDA_LARGE_BN");
+  if (env && *env) s->large_bn = atoi(env);
+  env = getenv("FP8GEMM_CUDA_GROUP_M");
+  if (env && *env) s->large_group_m = atoi(env);
+  env = getenv("FP8GEMM_CUDA_LARGE_VARIANT");
+  if (env && *env) s->large_variant = atoi(env);
 
   fp8gemm_status status = fp8gemm_cuda_make_current(s);
   if (status == FP8GEMM_OK)
@@ -219,8 +227,13 @@ static fp8gemm_status cuda_convert_scales(fp8gemm_context *ctx, size_t M, size_t
                                      dst_ld);
 }
 
+/* The small-M kernel serves M <= the crossover (0: never): the weight's
+ * tuned-table value, the backend default when the table says nothing
+ * (FP8GEMM_CROSSOVER_DEFAULT), and FP8GEMM_CUDA_CROSSOVER over both (for
+ * benchmarks that force one kernel). */
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w) {
-  return w->crossover_m ? w->crossover_m : s->default_crossover_m;
+  if (s->forced_crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return s->forced_crossover_m;
+  return w->crossover_m == FP8GEMM_CROSSOVER_DEFAULT ? s->default_crossover_m : w->crossover_m;
 }
 
 /* Both kernel families read the scale through (m, g) strides, so either
