@@ -20,10 +20,16 @@
  * four wgmma m64n128k32 (e4m3 x e4m3 -> f32, both operands from shared
  * memory through 128B-swizzle descriptors) into a per-group accumulator,
  * wait, then promote: acc += partial * sx(m, g) * sw(n/128, g); free the
- * stage after the last half. The scales are read from global memory before
- * the wait so their latency hides behind the copies. Epilogue: + bias,
- * convert, store straight from registers (pairs of adjacent columns),
- * masked on M and N.
+ * stage after the last half. The scales of group g + 1 are loaded from
+ * global memory while group g computes. Epilogue (bf16 / f16 out, unsplit):
+ * + bias, convert, each consumer warpgroup stages 64 x 128 outputs in shared
+ * memory (128B swizzle, conflict-free) and one thread issues tensor stores
+ * (the engine clips M and N), which drain while the warpgroup goes on with
+ * the next half or tile. Ncu on 4096 x 7168 x 2048 had the old epilogue
+ * (stores straight from registers, ~1600 instructions a warp per tile, half
+ * of each 32-byte sector used) at 30% of the warps' samples with the tensor
+ * cores idle. fp32 out, split-K and unaligned y keep the direct stores
+ * (pairs of adjacent columns, masked on M and N).
  *
  * The grid is one CTA per SM; CTAs walk the tile list with a stride of the
  * grid size, and tiles are numbered in groups of 16 M-blocks so the tiles in
@@ -56,7 +62,11 @@ struct Tile {
   static constexpr int halves = kBN / 128;
   static constexpr int stage_bytes = kTileBytes * (1 + halves);
   static constexpr int stages = kBN == 128 ? 6 : 4;
-  static constexpr size_t smem_bytes = (size_t)stages * stage_bytes + 1024 /* alignment */ + 256;
+  /* Epilogue staging: per consumer warpgroup 64 rows x 128 columns of a
+   * 2-byte output (two 64 x 64 boxes of 128-byte rows, 128B swizzle). */
+  static constexpr int epi_bytes = 2 * 2 * 64 * 64 * 2;
+  static constexpr size_t smem_bytes =
+      (size_t)stages * stage_bytes + epi_bytes + 1024 /* alignment */ + 256;
 };
 
 struct LargeParams {
@@ -71,10 +81,12 @@ struct LargeParams {
   int y_paired;
   int M, N, K;
   int m_blocks, n_blocks, k_groups;
+  int group_m; /* M-blocks per rasterization group */
   /* Split-K when there are fewer tiles than SMs (small M): unit u is tile
    * u / splits, groups [s * per_split, (s + 1) * per_split) of it. */
   int splits, groups_per_split;
   float *partial;          /* [splits][M][N] fp32 */
+  int tma_store;           /* 2-byte y written through shared memory by tensor stores */
   unsigned int *counters;  /* one per tile, zero between launches */
 };
 
@@ -125,6 +137,29 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
           "r"(dst),
       "l"(src), "r"(bytes), "r"(bar)
       : "memory");
+}
+
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, uint32_t src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read0() {
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+__device__ __forceinline__ void named_bar(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ uint32_t pack2(fp8gemm_dtype dtype, float a, float b) {
+  if (dtype == FP8GEMM_DTYPE_BF16) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+  }
+  __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t *>(&v);
 }
 
 __device__ __forceinline__ void fence_proxy_async() {
@@ -180,10 +215,10 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a
 }
 
 __device__ __forceinline__ void tile_coords(const LargeParams &p, int tile, int *mb, int *nb) {
-  const int per_group = kGroupM * p.n_blocks;
+  const int per_group = p.group_m * p.n_blocks;
   const int group = tile / per_group;
-  const int first_m = group * kGroupM;
-  const int group_rows = min(kGroupM, p.m_blocks - first_m);
+  const int first_m = group * p.group_m;
+  const int group_rows = min(p.group_m, p.m_blocks - first_m);
   const int in_group = tile % per_group;
   *mb = first_m + in_group % group_rows;
   *nb = in_group / group_rows;
@@ -206,11 +241,13 @@ __device__ __forceinline__ void copy_narrow_tile(uint8_t *stage_b, const uint8_t
 template <bool kPreshuffled, int kBN>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_large_kernel(const __grid_constant__ CUtensorMap map_x,
-                      const __grid_constant__ CUtensorMap map_w, const LargeParams p) {
+                      const __grid_constant__ CUtensorMap map_w,
+                      const __grid_constant__ CUtensorMap map_y, const LargeParams p) {
   using T = Tile<kBN>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  uint64_t *full_bar = reinterpret_cast<uint64_t *>(smem + T::stages * T::stage_bytes);
+  uint8_t *epi_smem = smem + T::stages * T::stage_bytes;
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(epi_smem + T::epi_bytes);
   uint64_t *empty_bar = full_bar + T::stages;
 
   const int warpgroup = threadIdx.x / 128;
@@ -313,15 +350,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 64 * T::halves; i++) acc[i] = 0.0f;
 
+    /* The scales of group g + 1 are loaded while group g computes. */
+    float sw_next[T::halves], sx0_next = 0.0f, sx1_next = 0.0f;
+    auto load_scales = [&](int g) {
+#pragma unroll
+      for (int h = 0; h < T::halves; h++)
+        sw_next[h] = h < halves_present
+                         ? __ldg(p.w_scale + (size_t)(nb * T::halves + h) * p.k_groups + g)
+                         : 0.0f;
+      sx0_next = row0_ok ? __ldg(p.x_scale + (size_t)row0 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
+      sx1_next = row1_ok ? __ldg(p.x_scale + (size_t)row1 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
+    };
+    if (g_begin < g_end) load_scales(g_begin);
     for (int g = g_begin; g < g_end; g++) {
       float sw[T::halves];
 #pragma unroll
-      for (int h = 0; h < T::halves; h++)
-        sw[h] = h < halves_present
-                    ? __ldg(p.w_scale + (size_t)(nb * T::halves + h) * p.k_groups + g)
-                    : 0.0f;
-      const float sx0 = row0_ok ? __ldg(p.x_scale + (size_t)row0 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
-      const float sx1 = row1_ok ? __ldg(p.x_scale + (size_t)row1 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
+      for (int h = 0; h < T::halves; h++) sw[h] = sw_next[h];
+      const float sx0 = sx0_next, sx1 = sx1_next;
+      if (g + 1 < g_end) load_scales(g + 1);
       mbar_wait(smem_addr(full_bar + stage), phase);
       const uint32_t a_base = smem_addr(smem + stage * T::stage_bytes) + consumer * 64 * kBlockK;
       const uint32_t b_base = smem_addr(smem + stage * T::stage_bytes + kTileBytes);
@@ -436,6 +482,50 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       continue;
     }
+    if (p.tma_store) {
+      /* Each consumer warpgroup stages its 64 rows x 128 columns (one half)
+       * in shared memory as two 64 x 64 boxes with the 128B swizzle (16-byte
+       * chunk c of row r at c ^ (r % 8): the warp's 32 four-byte stores hit
+       * 32 banks) and one thread hands them to the tensor-store engine. The
+       * stores run while the warpgroup goes on with the next half or tile;
+       * the buffer is only rewritten once the engine has read it. */
+      uint8_t *buf = epi_smem + consumer * (T::epi_bytes / 2);
+      const uint32_t buf_addr = smem_addr(buf);
+      const bool leader = warp_in_group == 0 && lane == 0;
+      const int lr = warp_in_group * 16 + lane / 4; /* row0 in the warpgroup's 64 rows */
+#pragma unroll
+      for (int h = 0; h < T::halves; h++) {
+        if (h < halves_present) {
+          if (leader) bulk_wait_read0();
+          named_bar(2 + consumer, 128);
+#pragma unroll
+          for (int i = 0; i < 16; i++) {
+            const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
+            float b0 = 0.0f, b1 = 0.0f;
+            if (p.bias) {
+              b0 = col < p.N ? __ldg(p.bias + col) : 0.0f;
+              b1 = col + 1 < p.N ? __ldg(p.bias + col + 1) : 0.0f;
+            }
+            const float *a = acc + 64 * h + 4 * i;
+            const uint32_t off = (i / 8) * 8192 + (((i % 8) ^ (lr % 8)) * 16) + (lane % 4) * 4;
+            *reinterpret_cast<uint32_t *>(buf + lr * 128 + off) = pack2(p.y_dtype, a[0] + b0, a[1] + b1);
+            *reinterpret_cast<uint32_t *>(buf + (lr + 8) * 128 + off) =
+                pack2(p.y_dtype, a[2] + b0, a[3] + b1);
+          }
+          fence_proxy_async();
+          named_bar(2 + consumer, 128);
+          if (leader) {
+            const int c0 = nb * kBN + 128 * h, r0 = mb * kBlockM + consumer * 64;
+            if (r0 < p.M) {
+              tma_store_2d(&map_y, buf_addr, c0, r0);
+              if (c0 + 64 < p.N) tma_store_2d(&map_y, buf_addr + 8192, c0 + 64, r0);
+            }
+            bulk_commit();
+          }
+        }
+      }
+      continue;
+    }
 #pragma unroll
     for (int h = 0; h < T::halves; h++)
 #pragma unroll
@@ -454,6 +544,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                      p.y_paired);
       }
   }
+  /* Tensor stores read shared memory until they complete. */
+  if (p.tma_store && warp_in_group == 0 && lane == 0) bulk_wait0();
 }
 
 fp8gemm_status encode_map(const fp8gemm_cuda_state *s, CUtensorMap *map, const void *base,
@@ -496,14 +588,14 @@ void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits,
 
 template <bool kPreshuffled, int kBN>
 fp8gemm_status launch(fp8gemm_cuda_state *s, const CUtensorMap &map_x, const CUtensorMap &map_w,
-                      LargeParams p) {
+                      const CUtensorMap &map_y, LargeParams p) {
   p.n_blocks = (p.N + kBN - 1) / kBN;
   const long long units = (long long)p.m_blocks * p.n_blocks * p.splits;
   if (units > 0x7fffffffLL)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %lld tiles", units);
   const unsigned grid = (unsigned)(units < s->sm_count ? units : s->sm_count);
   gemm_large_kernel<kPreshuffled, kBN>
-      <<<grid, kThreads, Tile<kBN>::smem_bytes, s->stream>>>(map_x, map_w, p);
+      <<<grid, kThreads, Tile<kBN>::smem_bytes, s->stream>>>(map_x, map_w, map_y, p);
   return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
 }
 
@@ -559,7 +651,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   /* 256-wide tiles when they still give every SM a tile, else 128 (and
    * split K when even those are fewer than the SMs). */
   const long long wide_tiles = (long long)p.m_blocks * ((p.N + 255) / 256);
-  const int bn = wide_tiles >= s->sm_count ? 256 : 128;
+  const int bn = s->large_bn == 128 || s->large_bn == 256 ? s->large_bn
+                 : wide_tiles >= s->sm_count                ? 256
+                                                            : 128;
+  p.group_m = s->large_group_m > 0 ? s->large_group_m : kGroupM;
   p.splits = 1;
   p.groups_per_split = p.k_groups;
   p.partial = static_cast<float *>(workspace);
@@ -573,7 +668,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     }
   }
 
-  CUtensorMap map_x, map_w;
+  CUtensorMap map_x, map_w, map_y;
   FP8GEMM_RETURN_IF_ERROR(
       encode_map(s, &map_x, prob->xq, prob->K, prob->M, prob->ldq, kBlockM, "xq"));
   if (prob->w_preshuffled)
@@ -581,7 +676,26 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   else
     FP8GEMM_RETURN_IF_ERROR(
         encode_map(s, &map_w, prob->w, prob->K, prob->N, prob->K, (unsigned)bn, "weight"));
+  /* 2-byte outputs of unsplit launches go out through tensor stores (the
+   * engine needs a 16-byte aligned base and row pitch). */
+  p.tma_store = p.splits == 1 && y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
+                (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1);
+  map_y = map_x;
+  if (p.tma_store) {
+    const cuuint64_t dims[2] = {(cuuint64_t)prob->N, (cuuint64_t)prob->M};
+    const cuuint64_t strides[1] = {(cuuint64_t)(prob->ldy * 2)};
+    const cuuint32_t box[2] = {64, 64};
+    const cuuint32_t element_strides[2] = {1, 1};
+    const CUresult r = s->encode_tiled(&map_y, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, prob->y, dims,
+                                       strides, box, element_strides,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                                       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) p.tma_store = 0; /* the direct stores serve any y */
+  }
   if (prob->w_preshuffled)
-    return bn == 256 ? launch<true, 256>(s, map_x, map_w, p) : launch<true, 128>(s, map_x, map_w, p);
-  return bn == 256 ? launch<false, 256>(s, map_x, map_w, p) : launch<false, 128>(s, map_x, map_w, p);
+    return bn == 256 ? launch<true, 256>(s, map_x, map_w, map_y, p)
+                     : launch<true, 128>(s, map_x, map_w, map_y, p);
+  return bn == 256 ? launch<false, 256>(s, map_x, map_w, map_y, p)
+                   : launch<false, 128>(s, map_x, map_w, map_y, p);
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Times kernel variants of the CUDA backend against each other and torch's
+blockwise scaled_mm, in one process (same card, same run), for a few shapes.
+A variant is a set of FP8GEMM_CUDA_* environment values read when its context
+is created (FP8GEMM_CUDA_LARGE_BN, _GROUP_M, _LARGE_VARIANT, _CROSSOVER, ...).
+Timing as bench/cuda_bench.py: CUDA graphs of --calls calls over inputs
+rotated through more than L2, median of --reps replays.
+
+  cuda_variants.py --lib L --shapes "4096,7168,2048;1,2112,7168" \
+      --variants "base:;bn128:FP8GEMM_CUDA_LARGE_BN=128" [--layouts plain,sm90]
+  cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cuda_bench as cb  # noqa: E402
+
+
+def parse_variants(text):
+    out = []
+    for item in text.split(";"):
+        if not item.strip():
+            continue
+        name, _, envs = item.partition(":")
+        env = {}
+        for kv in envs.split(","):
+            if kv.strip():
+                k, _, v = kv.partition("=")
+                env[k.strip()] = v.strip()
+        out.append((name.strip(), env))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--shapes", default="")
+    ap.add_argument("--once", default="")
+    ap.add_argument("--variants", default="base:")
+    ap.add_argument("--layouts", default="plain")
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(1234)
+    lib = cb.Lib(args.lib)
+    stream = torch.cuda.current_stream().cuda_stream
+    variants = parse_variants(args.variants)
+    ctxs = {}
+    for name, env in variants:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        ctxs[name] = lib.context(stream)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    layouts = {"plain": cb.LAYOUT_PLAIN, "sm90": cb.LAYOUT_SM90}
+    want_layouts = [l for l in args.layouts.split(",") if l]
+    shapes = args.once or args.shapes
+    timer = cb.GraphTimer(lib, ctxs, args.calls, args.reps)
+    peer = None if args.no_peer or args.once else cb.peer_fn()
+    rows = []
+    for spec in shapes.split(";"):
+        if not spec.strip():
+            continue
+        M, N, K = (int(v) for v in spec.split(","))
+        groups, nb = (K + 127) // 128, (N + 127) // 128
+        rot = 1 if args.once else max(2, min(16, math.ceil(200e6 / (N * K + M * K))))
+        w_src = [cb.random_codes((N, K), gen) for _ in range(rot)]
+        w_scale = [torch.rand((nb, groups), device="cuda", generator=gen) * 0.02 + 0.005
+                   for _ in range(rot)]
+        xq = [cb.random_codes((M, K), gen) for _ in range(rot)]
+        sx = [torch.rand((groups, M), device="cuda", generator=gen) * 0.02 + 0.005
+              for _ in range(rot)]
+        y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
+        ctx0 = next(iter(ctxs.values()))
+        row = {"M": M, "N": N, "K": K}
+        ref = None
+        for lname in want_layouts:
+            handles = [lib.weight(ctx0, w_src[r], w_scale[r], layouts[lname]) for r in range(rot)]
+            ws_bytes = max(lib.workspace_size(c, handles[0], M) for c in ctxs.values())
+            ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
+            for vname, ctx in ctxs.items():
+                def gemm(r, ctx=ctx):
+                    lib.check(lib.so.fp8gemm_gemm(ctx, handles[r], M, xq[r].data_ptr(), K,
+                                                  sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
+                                                  cb.DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
+                                                  ws_bytes), "gemm")
+                if args.once:
+                    for _ in range(3):
+                        gemm(0)
+                    torch.cuda.synchronize()
+                    continue
+                y.fill_(float("nan"))
+                gemm(0)
+                torch.cuda.synchronize()
+                out = y.float()
+                if ref is None:
+                    ref = out.clone()
+                rel = float((out - ref).norm() / ref.norm())
+                bad = bool(torch.isnan(out).any())
+                row[f"{vname}/{lname}_us"] = timer(gemm, rot)
+                row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
+            for h in handles:
+                lib.so.fp8gemm_weight_destroy(h)
+        if peer is not None:
+            try:
+                pref = peer(xq[0].view(torch.float8_e4m3fn), w_src[0].view(torch.float8_e4m3fn),
+                            sx[0].t(), w_scale[0].t()).float()
+                if ref is not None:
+                    row["first_vs_peer_rel"] = float((ref - pref).norm() / pref.norm())
+                row["peer_us"] = timer(
+                    lambda r: peer(xq[r].view(torch.float8_e4m3fn),
+                                   w_src[r].view(torch.float8_e4m3fn), sx[r].t(),
+                                   w_scale[r].t()), rot)
+            except Exception as e:
+                row["peer_us"] = None
+                row["peer_error"] = str(e).splitlines()[0][:120]
+        if not args.once:
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        del w_src, w_scale, xq, sx, y
+        torch.cuda.empty_cache()
+    if rows:
+        names = [k for k in rows[0] if k.endswith("_us")]
+        print("\n| M | N | K | " + " | ".join(names) + " |")
+        for r in rows:
+            cells = []
+            for k in names:
+                v = r.get(k)
+                cells.append("-" if v is None else f"{v:.1f}")
+            print(f"| {r['M']} | {r['N']} | {r['K']} | " + " | ".join(cells) + " |")
+        if args.out:
+            meta = {"card": torch.cuda.get_device_name(0), "driver": cb.driver_version(),
+                    "torch": torch.__version__, "variants": args.variants}
+            with open(args.out, "w") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
