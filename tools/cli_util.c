@@ -216,3 +216,40 @@ fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, si
   return status;
 }
 
+
+fp8gemm_status cli_layer_make(fp8gemm_context *host_ctx, cli_rng *rng, size_t N, size_t K,
+                              cli_layer *L) {
+  L->N = N;
+  L->K = K;
+  L->groups = (K + 127) / 128;
+  L->wq = malloc(N * K);
+  L->w_scale = malloc(((N + 127) / 128) * L->groups * sizeof(float));
+  float *w = malloc(N * K * sizeof(float));
+  fp8gemm_status status = FP8GEMM_ERROR_OUT_OF_MEMORY;
+  if (w && L->wq && L->w_scale) {
+    for (size_t i = 0; i < N * K; i++) w[i] = 0.02f * cli_normal(rng);
+    status = fp8gemm_quantize_weight(host_ctx, N, K, FP8GEMM_DTYPE_F32, w, K, L->wq, L->w_scale);
+  }
+  free(w);
+  if (status != FP8GEMM_OK) cli_layer_free(L);
+  return status;
+}
+
+void cli_layer_free(cli_layer *L) {
+  free(L->wq);
+  free(L->w_scale);
+  L->wq = NULL;
+  L->w_scale = NULL;
+}
+
+fp8gemm_status cli_weight_create(fp8gemm_context *ctx, const cli_layer *L, fp8gemm_layout layout,
+                                 fp8gemm_weight **weight) {
+  fp8gemm_weight_desc d;
+  fp8gemm_weight_desc_init(&d);
+  d.N = L->N;
+  d.K = L->K;
+  d.data = L->wq;
+  d.scale_inv = L->w_scale;
+  d.target_layout = (int)layout;
+  return fp8gemm_weight_create(ctx, &d, weight);
+}

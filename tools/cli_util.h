@@ -42,6 +42,15 @@ typedef struct cli_layer {
   float *w_scale;
 } cli_layer;
 
+/* A synthetic layer: weights 0.02 * N(0,1) from `rng`, quantized 128x128
+ * by `host_ctx`. cli_layer_free releases it. */
+fp8gemm_status cli_layer_make(fp8gemm_context *host_ctx, cli_rng *rng, size_t N, size_t K,
+                              cli_layer *L);
+void cli_layer_free(cli_layer *L);
+/* A weight handle on `ctx` from the layer's plain bytes, in `layout`. */
+fp8gemm_status cli_weight_create(fp8gemm_context *ctx, const cli_layer *L, fp8gemm_layout layout,
+                                 fp8gemm_weight **weight);
+
 /* Relative error of y [M, N] (host fp32, row stride N) on up to 8 sampled
  * rows, against the fp64 reference on the same rows of x [M, K] quantized
  * by `host_ctx`. INFINITY if anything is NaN or fails. */

@@ -118,36 +118,16 @@ int fp8gemm_cmd_run(int argc, char **argv) {
   cli_rng rng;
   for (size_t l = 0; l < layer_count; l++) {
     cli_layer L;
-    L.N = layers[l][0];
-    L.K = layers[l][1];
-    L.groups = (L.K + 127) / 128;
     cli_rng_seed(&rng, 1234 + l);
-    float *w = malloc(L.N * L.K * sizeof(float));
-    L.wq = malloc(L.N * L.K);
-    L.w_scale = malloc(((L.N + 127) / 128) * L.groups * sizeof(float));
-    if (!w || !L.wq || !L.w_scale) {
-      fprintf(stderr, "fp8gemm run: out of memory for layer %zux%zu\n", L.N, L.K);
-      return 1;
-    }
-    for (size_t i = 0; i < L.N * L.K; i++) w[i] = 0.02f * cli_normal(&rng);
-    st = fp8gemm_quantize_weight(host_ctx, L.N, L.K, FP8GEMM_DTYPE_F32, w, L.K, L.wq, L.w_scale);
-    free(w);
-    if (st != FP8GEMM_OK) return cli_fail("run", "quantize weight", st);
+    if ((st = cli_layer_make(host_ctx, &rng, layers[l][0], layers[l][1], &L)) != FP8GEMM_OK)
+      return cli_fail("run", "synthetic layer", st);
     fp8gemm_weight *weights[2];
     fp8gemm_layout chosen;
     fp8gemm_context_choose_layout(ctx, L.N, L.K, &chosen);
     const fp8gemm_layout layouts[2] = {FP8GEMM_LAYOUT_PLAIN, fp8gemm_context_preshuffled_layout(ctx)};
-    for (int v = 0; v < 2; v++) {
-      fp8gemm_weight_desc d;
-      fp8gemm_weight_desc_init(&d);
-      d.N = L.N;
-      d.K = L.K;
-      d.data = L.wq;
-      d.scale_inv = L.w_scale;
-      d.target_layout = (int)layouts[v];
-      st = fp8gemm_weight_create(ctx, &d, &weights[v]);
-      if (st != FP8GEMM_OK) return cli_fail("run", "weight create", st);
-    }
+    for (int v = 0; v < 2; v++)
+      if ((st = cli_weight_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK)
+        return cli_fail("run", "weight create", st);
     for (size_t mi = 0; mi < m_count; mi++) {
       const size_t M = m_values[mi];
       float *x = malloc(M * L.K * sizeof(float));
@@ -204,8 +184,7 @@ int fp8gemm_cmd_run(int argc, char **argv) {
     }
     fp8gemm_weight_destroy(weights[0]);
     fp8gemm_weight_destroy(weights[1]);
-    free(L.wq);
-    free(L.w_scale);
+    cli_layer_free(&L);
   }
   if (json) {
     fprintf(json, "\n]\n");

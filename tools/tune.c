@@ -107,29 +107,14 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
           merged.m_values[merged.m_count++] = shapes[t].m_values[i];
       }
     }
-    const size_t N = merged.N, K = merged.K, groups = (K + 127) / 128;
-    float *w = malloc(N * K * sizeof(float));
-    uint8_t *wq = malloc(N * K);
-    float *ws_scale = malloc(((N + 127) / 128) * groups * sizeof(float));
-    if (!w || !wq || !ws_scale) {
-      fprintf(stderr, "fp8gemm tune: out of memory for %zux%zu\n", N, K);
-      return 1;
-    }
-    for (size_t i = 0; i < N * K; i++) w[i] = 0.02f * cli_normal(&rng);
-    if ((st = fp8gemm_quantize_weight(host_ctx, N, K, FP8GEMM_DTYPE_F32, w, K, wq, ws_scale)) != FP8GEMM_OK)
-      return cli_fail("tune", "quantize weight", st);
-    free(w);
+    const size_t N = merged.N, K = merged.K;
+    cli_layer L;
+    if ((st = cli_layer_make(host_ctx, &rng, N, K, &L)) != FP8GEMM_OK)
+      return cli_fail("tune", "synthetic layer", st);
     fp8gemm_weight *weights[2];
     const fp8gemm_layout layouts[2] = {FP8GEMM_LAYOUT_PLAIN, fp8gemm_context_preshuffled_layout(ctx)};
     for (int v = 0; v < 2; v++) {
-      fp8gemm_weight_desc d;
-      fp8gemm_weight_desc_init(&d);
-      d.N = N;
-      d.K = K;
-      d.data = wq;
-      d.scale_inv = ws_scale;
-      d.target_layout = (int)layouts[v];
-      if ((st = fp8gemm_weight_create(ctx, &d, &weights[v])) != FP8GEMM_OK) {
+      if ((st = cli_weight_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK) {
         fprintf(stderr, "fp8gemm tune: %zux%zu: %s layout refused (%s); keeping plain\n", N, K,
                 fp8gemm_layout_name(layouts[v]), fp8gemm_last_error());
         weights[v] = NULL;
@@ -189,8 +174,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     fflush(stdout);
     fp8gemm_weight_destroy(weights[0]);
     fp8gemm_weight_destroy(weights[1]);
-    free(wq);
-    free(ws_scale);
+    cli_layer_free(&L);
   }
   if (fclose(out) != 0 || rename(out_tmp, out_path) != 0) {
     perror(out_path);

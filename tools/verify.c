@@ -59,25 +59,13 @@ int fp8gemm_cmd_verify(int argc, char **argv) {
   cli_rng rng;
   cli_rng_seed(&rng, 7);
   for (int s = 0; s < shape_count; s++) {
-    cli_layer L = {shapes[s].N, shapes[s].K, (shapes[s].K + 127) / 128, NULL, NULL};
-    float *w = malloc(L.N * L.K * sizeof(float));
-    L.wq = malloc(L.N * L.K);
-    L.w_scale = malloc(((L.N + 127) / 128) * L.groups * sizeof(float));
-    for (size_t i = 0; i < L.N * L.K; i++) w[i] = 0.02f * cli_normal(&rng);
-    if ((st = fp8gemm_quantize_weight(host_ctx, L.N, L.K, FP8GEMM_DTYPE_F32, w, L.K, L.wq, L.w_scale)) != FP8GEMM_OK)
-      return cli_fail("verify", "quantize weight", st);
-    free(w);
+    cli_layer L;
+    if ((st = cli_layer_make(host_ctx, &rng, shapes[s].N, shapes[s].K, &L)) != FP8GEMM_OK)
+      return cli_fail("verify", "synthetic layer", st);
     const fp8gemm_layout layouts[2] = {FP8GEMM_LAYOUT_PLAIN, fp8gemm_context_preshuffled_layout(ctx)};
     for (int v = 0; v < 2; v++) {
-      fp8gemm_weight_desc d;
-      fp8gemm_weight_desc_init(&d);
-      d.N = L.N;
-      d.K = L.K;
-      d.data = L.wq;
-      d.scale_inv = L.w_scale;
-      d.target_layout = (int)layouts[v];
       fp8gemm_weight *weight;
-      if ((st = fp8gemm_weight_create(ctx, &d, &weight)) != FP8GEMM_OK) {
+      if ((st = cli_weight_create(ctx, &L, layouts[v], &weight)) != FP8GEMM_OK) {
         printf("%zux%zu %-16s refused: %s\n", L.N, L.K, fp8gemm_layout_name(layouts[v]), fp8gemm_last_error());
         continue;
       }
@@ -124,8 +112,7 @@ int fp8gemm_cmd_verify(int argc, char **argv) {
       }
       fp8gemm_weight_destroy(weight);
     }
-    free(L.wq);
-    free(L.w_scale);
+    cli_layer_free(&L);
   }
   printf("%d passed, %d failed\n", checks - failures, failures);
   free(shapes);
