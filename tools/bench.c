@@ -10,7 +10,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli_util.h"
 #include "commands.h"
@@ -34,7 +36,9 @@ static void usage(FILE *out) {
           "  --iters rounds (default: as many as fit in --budget seconds, 0.5, at least 3).\n"
           "  rel_err is ||y - ref|| / ||ref|| against the fp64 reference on up to %d\n"
           "  sampled rows. With OpenBLAS built in, cblas_sgemm on the same shape (fp32\n"
-          "  weights, the dequantized ones; same thread count) is timed too.\n",
+          "  weights, the dequantized ones; same thread count) is timed too, with a 0.15 s\n"
+          "  pause after each of its runs so its spinning threads are idle when the next\n"
+          "  candidate starts (at most 15 rounds then).\n",
           MAX_CHECK_ROWS);
 }
 
@@ -62,28 +66,48 @@ typedef fp8gemm_status (*timed_fn)(void *arg);
 typedef struct candidate {
   timed_fn fn;
   void *arg;
+  double settle; /* seconds to sleep after each run, untimed */
   double median; /* seconds */
   int runs;
 } candidate;
 
+/* OpenBLAS's worker threads keep spinning on their cores for about 0.1 s
+ * after a call returns; whatever runs next would find one core taken.
+ * Sleeping this long after each sgemm lets them go idle, so the next
+ * candidate gets the machine sgemm had. */
+#define SGEMM_SETTLE_SECONDS 0.15
+#define MAX_ROUNDS_WITH_SETTLE 15
+
+static void sleep_seconds(double s) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  nanosleep(&ts, NULL);
+}
+
 /* Times the candidates round-robin (one run of each per round, after one
  * warm-up run of each), so a load change on the machine hits them alike,
  * and keeps each one's median. Rounds: `iters`, or as many as fit in
- * `budget` seconds per candidate, at least 3. */
+ * `budget` seconds per candidate, at least 3 (at most 15 when a candidate
+ * needs a settling pause). */
 static fp8gemm_status time_interleaved(candidate *c, int count, int iters, double budget) {
   double slowest = 0;
+  bool settling = false;
   for (int i = 0; i < count; i++) {
     const double t0 = cli_now();
     fp8gemm_status st = c[i].fn(c[i].arg);
     if (st != FP8GEMM_OK) return st;
     const double t = cli_now() - t0;
     if (t > slowest) slowest = t;
+    if (c[i].settle > 0) sleep_seconds(c[i].settle);
+    settling |= c[i].settle > 0;
   }
   int rounds = iters;
   if (rounds <= 0) {
     rounds = slowest > 0 ? (int)(budget / slowest) : 1000;
     if (rounds < 3) rounds = 3;
-    if (rounds > 1000) rounds = 1000;
+    if (rounds > (settling ? MAX_ROUNDS_WITH_SETTLE : 1000))
+      rounds = settling ? MAX_ROUNDS_WITH_SETTLE : 1000;
   }
   double *times = malloc((size_t)rounds * (size_t)count * sizeof *times);
   if (!times) return FP8GEMM_ERROR_OUT_OF_MEMORY;
@@ -96,6 +120,7 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
         free(times);
         return st;
       }
+      if (c[i].settle > 0) sleep_seconds(c[i].settle);
     }
   for (int i = 0; i < count; i++) {
     double *t = times + (size_t)i * (size_t)rounds;
@@ -404,7 +429,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
         if (!ys) return 1;
         sc = (sgemm_call){M, N, K, h.x, wf, ys};
         sgemm_index = ncand;
-        cands[ncand++] = (candidate){run_sgemm, &sc, NAN, 0};
+        cands[ncand++] = (candidate){run_sgemm, &sc, SGEMM_SETTLE_SECONDS, NAN, 0};
       }
 #endif
 
@@ -432,7 +457,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
         if (!weights[l]) continue;
         gc[l] = (gemm_call){ctx, weights[l], M, h.groups, xq_b, xs_b, y_b[l], o.out_dtype, ws_b, ws_bytes};
         layout_index[l] = ncand;
-        cands[ncand++] = (candidate){run_gemm, &gc[l], NAN, 0};
+        cands[ncand++] = (candidate){run_gemm, &gc[l], 0.0, NAN, 0};
       }
       if ((st = time_interleaved(cands, ncand, o.iters, o.budget)) != FP8GEMM_OK)
         return cli_fail("bench", "timing", st);
