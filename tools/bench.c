@@ -28,17 +28,22 @@ static void usage(FILE *out) {
           "usage: fp8gemm bench [--backend cpu|cuda] --shapes FILE|\"M,N,K;M,N,K\"\n"
           "                     [--layout plain|preshuffled|both] [--iters N] [--budget SECONDS]\n"
           "                     [--threads N] [--out-dtype f32|bf16|f16] [--no-openblas]\n"
-          "                     [--seed N] [--json OUT]\n"
+          "                     [--cold] [--seed N] [--json OUT]\n"
           "  Times fp8gemm_gemm (x already quantized 1x128) for every (N, K) and M of the\n"
-          "  shapes (file format: set,N,K,\"M values\"), once per weight layout. The layouts\n"
-          "  and sgemm are timed round-robin (one run of each per round, after a warm-up run\n"
-          "  of each) so load on the machine hits them alike; each time is the median of\n"
-          "  --iters rounds (default: as many as fit in --budget seconds, 0.5, at least 3).\n"
-          "  rel_err is ||y - ref|| / ||ref|| against the fp64 reference on up to %d\n"
-          "  sampled rows. With OpenBLAS built in, cblas_sgemm on the same shape (fp32\n"
-          "  weights, the dequantized ones; same thread count) is timed too, with a 0.15 s\n"
-          "  pause after each of its runs so its spinning threads are idle when the next\n"
-          "  candidate starts (at most 15 rounds then).\n",
+          "  shapes (file format: set,N,K,\"M values\"), once per weight layout, and, with\n"
+          "  OpenBLAS built in, cblas_sgemm on the same shape (fp32 weights, the dequantized\n"
+          "  ones; same thread count). They are timed round-robin, one sample of each per\n"
+          "  round, so load on the machine hits them alike. Each weight exists in enough\n"
+          "  copies (up to 8) to exceed 96 MB together, used in turn, so a call finds its\n"
+          "  weight in memory, not in the caches, as in a model's forward. A sample is a\n"
+          "  call right after 2 ms of untimed calls of the same thing (threads awake,\n"
+          "  clocks up);\n"
+          "  with --cold, right after evicting the caches instead (thread wake-up\n"
+          "  included). After each sgemm sample the bench sleeps 0.15 s so OpenBLAS's\n"
+          "  spinning threads are idle when the next one starts. Each time is the median of\n"
+          "  --iters rounds (default: as many as fit in --budget seconds, 0.5; at least 3,\n"
+          "  at most 15 with sgemm). rel_err is ||y - ref|| / ||ref|| against the fp64\n"
+          "  reference on up to %d sampled rows.\n",
           MAX_CHECK_ROWS);
 }
 
@@ -51,6 +56,7 @@ typedef struct bench_options {
   int threads;
   fp8gemm_dtype out_dtype;
   int openblas;
+  int cold;
   unsigned long long seed;
   const char *json;
 } bench_options;
@@ -73,8 +79,7 @@ typedef struct candidate {
 
 /* OpenBLAS's worker threads keep spinning on their cores for about 0.1 s
  * after a call returns; whatever runs next would find one core taken.
- * Sleeping this long after each sgemm lets them go idle, so the next
- * candidate gets the machine sgemm had. */
+ * Sleeping this long after each sgemm sample lets them go idle. */
 #define SGEMM_SETTLE_SECONDS 0.15
 #define MAX_ROUNDS_WITH_SETTLE 15
 
@@ -85,12 +90,32 @@ static void sleep_seconds(double s) {
   nanosleep(&ts, NULL);
 }
 
-/* Times the candidates round-robin (one run of each per round, after one
- * warm-up run of each), so a load change on the machine hits them alike,
- * and keeps each one's median. Rounds: `iters`, or as many as fit in
- * `budget` seconds per candidate, at least 3 (at most 15 when a candidate
- * needs a settling pause). */
-static fp8gemm_status time_interleaved(candidate *c, int count, int iters, double budget) {
+/* Reads a buffer twice the size of a large L3 so the next call finds none
+ * of its data in cache (--cold). */
+#define EVICT_BYTES ((size_t)96 << 20)
+static unsigned char *evict_buffer;
+static volatile unsigned evict_sink;
+
+static void evict_caches(void) {
+  unsigned sum = 0;
+  for (size_t i = 0; i < EVICT_BYTES; i += 64) {
+    evict_buffer[i]++;
+    sum += evict_buffer[i];
+  }
+  evict_sink = sum;
+}
+
+/* Times the candidates round-robin, one sample of each per round, so a
+ * load change on the machine hits them alike; keeps each one's median.
+ * A sample is one call, timed, right after untimed calls of the same
+ * candidate for 2 ms: the steady state of back-to-back calls (threads
+ * awake, clocks up). With `cold`, the untimed calls are replaced by
+ * evicting the caches: one call with its data in memory, thread wake-up
+ * included. Rounds: `iters`, or as many as
+ * fit in `budget` seconds per candidate, at least 3 (at most 15 when a
+ * candidate needs a settling pause). */
+static fp8gemm_status time_interleaved(candidate *c, int count, int iters, double budget,
+                                       bool cold) {
   double slowest = 0;
   bool settling = false;
   for (int i = 0; i < count; i++) {
@@ -104,7 +129,7 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
   }
   int rounds = iters;
   if (rounds <= 0) {
-    rounds = slowest > 0 ? (int)(budget / slowest) : 1000;
+    rounds = slowest > 0 ? (int)(budget / (2 * slowest)) : 1000;
     if (rounds < 3) rounds = 3;
     if (rounds > (settling ? MAX_ROUNDS_WITH_SETTLE : 1000))
       rounds = settling ? MAX_ROUNDS_WITH_SETTLE : 1000;
@@ -113,8 +138,18 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
   if (!times) return FP8GEMM_ERROR_OUT_OF_MEMORY;
   for (int r = 0; r < rounds; r++)
     for (int i = 0; i < count; i++) {
+      fp8gemm_status st = FP8GEMM_OK;
+      if (cold) {
+        evict_caches();
+      } else {
+        /* Untimed calls for at least 2 ms: after a pause the cores need
+         * that long to be back at full clock with the threads awake. */
+        const double until = cli_now() + 0.002;
+        do st = c[i].fn(c[i].arg);
+        while (st == FP8GEMM_OK && cli_now() < until);
+      }
       const double t0 = cli_now();
-      fp8gemm_status st = c[i].fn(c[i].arg);
+      if (st == FP8GEMM_OK) st = c[i].fn(c[i].arg);
       times[(size_t)i * (size_t)rounds + (size_t)r] = cli_now() - t0;
       if (st != FP8GEMM_OK) {
         free(times);
@@ -132,9 +167,22 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
   return FP8GEMM_OK;
 }
 
+/* Copies of each weight are cycled through, call after call, so that
+ * together they exceed this (more than the L3 of the machines we use): the
+ * next call finds its weight in memory, as in a model's forward, where
+ * each layer's weight is read once per pass. */
+#define ROTATION_BYTES ((size_t)96 << 20)
+#define MAX_COPIES 8
+
+static int copies_for(size_t weight_bytes) {
+  size_t n = ROTATION_BYTES / weight_bytes + 1;
+  return n > MAX_COPIES ? MAX_COPIES : (int)n;
+}
+
 typedef struct gemm_call {
   fp8gemm_context *ctx;
-  fp8gemm_weight *w;
+  fp8gemm_weight **w; /* `copies` handles of the same weight */
+  int copies, next;
   size_t M, groups;
   const uint8_t *xq;
   const float *xs;
@@ -146,9 +194,11 @@ typedef struct gemm_call {
 
 static fp8gemm_status run_gemm(void *arg) {
   gemm_call *c = arg;
-  fp8gemm_status st = fp8gemm_gemm(c->ctx, c->w, c->M, c->xq, fp8gemm_weight_k(c->w),
-                                   c->xs, FP8GEMM_SCALE_ROW_MAJOR, c->groups, c->out_dtype, c->y,
-                                   fp8gemm_weight_n(c->w), c->ws, c->ws_bytes);
+  fp8gemm_weight *w = c->w[c->next];
+  c->next = (c->next + 1) % c->copies;
+  fp8gemm_status st = fp8gemm_gemm(c->ctx, w, c->M, c->xq, fp8gemm_weight_k(w), c->xs,
+                                   FP8GEMM_SCALE_ROW_MAJOR, c->groups, c->out_dtype, c->y,
+                                   fp8gemm_weight_n(w), c->ws, c->ws_bytes);
   if (st == FP8GEMM_OK) st = fp8gemm_context_synchronize(c->ctx);
   return st;
 }
@@ -156,14 +206,18 @@ static fp8gemm_status run_gemm(void *arg) {
 #ifdef FP8GEMM_HAVE_OPENBLAS
 typedef struct sgemm_call {
   size_t M, N, K;
-  const float *x, *w;
+  const float *x;
+  float **w; /* `copies` copies of the fp32 weight */
+  int copies, next;
   float *y;
 } sgemm_call;
 
 static fp8gemm_status run_sgemm(void *arg) {
   sgemm_call *c = arg;
+  const float *w = c->w[c->next];
+  c->next = (c->next + 1) % c->copies;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)c->N, (int)c->K, 1.0f, c->x,
-              (int)c->K, c->w, (int)c->K, 0.0f, c->y, (int)c->N);
+              (int)c->K, w, (int)c->K, 0.0f, c->y, (int)c->N);
   return FP8GEMM_OK;
 }
 #endif
@@ -266,13 +320,14 @@ static int parse_options(int argc, char **argv, bench_options *o) {
                                                {"threads", required_argument, 0, 'p'},
                                                {"out-dtype", required_argument, 0, 'd'},
                                                {"no-openblas", no_argument, 0, 'n'},
+                                               {"cold", no_argument, 0, 'c'},
                                                {"seed", required_argument, 0, 'r'},
                                                {"json", required_argument, 0, 'j'},
                                                {"help", no_argument, 0, 'h'},
                                                {0, 0, 0, 0}};
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "b:s:l:i:t:p:d:nr:j:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "b:s:l:i:t:p:d:ncr:j:h", long_options, NULL)) != -1) {
     switch (c) {
       case 'b':
         o->backend = cli_parse_backend(optarg);
@@ -310,6 +365,7 @@ static int parse_options(int argc, char **argv, bench_options *o) {
         }
         break;
       case 'n': o->openblas = 0; break;
+      case 'c': o->cold = 1; break;
       case 'r': o->seed = strtoull(optarg, NULL, 0); break;
       case 'j': o->json = optarg; break;
       case 'h': usage(stdout); return 0;
@@ -330,6 +386,10 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
   cli_shape *shapes;
   const int shape_count = cli_load_shapes(o.shapes, &shapes);
   if (shape_count < 0) return 1;
+  if (o.cold) {
+    evict_buffer = calloc(EVICT_BYTES, 1);
+    if (!evict_buffer) return 1;
+  }
 
   fp8gemm_context_options co;
   fp8gemm_context_options_init(&co);
@@ -376,7 +436,9 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fprintf(stderr, "fp8gemm bench: out of memory for N=%zu K=%zu\n", N, K);
       return 1;
     }
-    fp8gemm_weight *weights[2] = {NULL, NULL};
+    fp8gemm_weight *copies[2][MAX_COPIES] = {{NULL}};
+    fp8gemm_weight *weights[2] = {NULL, NULL}; /* the first copy of each */
+    const int wcopies = copies_for(N * K);
     for (int l = 0; l < 2; l++) {
       if (!(o.layouts & (1 << l))) continue;
       fp8gemm_weight_desc d;
@@ -389,10 +451,13 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       d.memory = FP8GEMM_MEMORY_HOST;
       d.scale_inv = h.ws;
       d.target_layout = l == 0 ? (int)FP8GEMM_LAYOUT_PLAIN : (int)fp8gemm_context_preshuffled_layout(ctx);
-      if ((st = fp8gemm_weight_create(ctx, &d, &weights[l])) != FP8GEMM_OK)
-        return cli_fail("bench", "weight", st);
+      for (int c = 0; c < wcopies; c++)
+        if ((st = fp8gemm_weight_create(ctx, &d, &copies[l][c])) != FP8GEMM_OK)
+          return cli_fail("bench", "weight", st);
+      weights[l] = copies[l][0];
     }
-    float *wf = NULL; /* dequantized weight for sgemm, built on first use */
+    float *wf[MAX_COPIES] = {NULL}; /* dequantized weights for sgemm, built on first use */
+    const int fcopies = copies_for(N * K * sizeof(float));
     for (size_t mi = 0; mi < shapes[s].m_count; mi++) {
       const size_t M = shapes[s].m_values[mi];
       if (make_x(host, &rng, M, K, &h)) {
@@ -417,17 +482,20 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
 #ifdef FP8GEMM_HAVE_OPENBLAS
       sgemm_call sc;
       if (o.openblas) {
-        if (!wf) {
-          wf = malloc(N * K * sizeof(float));
-          if (!wf) return 1;
+        if (!wf[0]) {
           const size_t groups = (K + 127) / 128;
-          for (size_t n = 0; n < N; n++)
-            for (size_t k = 0; k < K; k++)
-              wf[n * K + k] = fp8gemm_e4m3fn_to_float(h.wq[n * K + k]) * h.ws[(n / 128) * groups + k / 128];
+          for (int c = 0; c < fcopies; c++) {
+            wf[c] = malloc(N * K * sizeof(float));
+            if (!wf[c]) return 1;
+            for (size_t n = 0; n < N; n++)
+              for (size_t k = 0; k < K; k++)
+                wf[c][n * K + k] =
+                    fp8gemm_e4m3fn_to_float(h.wq[n * K + k]) * h.ws[(n / 128) * groups + k / 128];
+          }
         }
         ys = malloc(M * N * sizeof(float));
         if (!ys) return 1;
-        sc = (sgemm_call){M, N, K, h.x, wf, ys};
+        sc = (sgemm_call){M, N, K, h.x, wf, fcopies, 0, ys};
         sgemm_index = ncand;
         cands[ncand++] = (candidate){run_sgemm, &sc, SGEMM_SETTLE_SECONDS, NAN, 0};
       }
@@ -455,13 +523,12 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
         return cli_fail("bench", "workspace", st);
       for (int l = 0; l < 2; l++) {
         if (!weights[l]) continue;
-        gc[l] = (gemm_call){ctx, weights[l], M, h.groups, xq_b, xs_b, y_b[l], o.out_dtype, ws_b, ws_bytes};
+        gc[l] = (gemm_call){ctx, copies[l], wcopies, 0, M, h.groups, xq_b, xs_b, y_b[l],
+                            o.out_dtype, ws_b, ws_bytes};
         layout_index[l] = ncand;
-        /* Our pool's workers spin for well under 1 ms after a call: a short
-         * pause keeps that from taking a core from sgemm. */
-        cands[ncand++] = (candidate){run_gemm, &gc[l], sgemm_index >= 0 ? 0.002 : 0.0, NAN, 0};
+        cands[ncand++] = (candidate){run_gemm, &gc[l], 0.0, NAN, 0};
       }
-      if ((st = time_interleaved(cands, ncand, o.iters, o.budget)) != FP8GEMM_OK)
+      if ((st = time_interleaved(cands, ncand, o.iters, o.budget, o.cold != 0)) != FP8GEMM_OK)
         return cli_fail("bench", "timing", st);
       const double sgemm_s = sgemm_index >= 0 ? cands[sgemm_index].median : NAN;
       free(ys);
@@ -498,8 +565,8 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
                   first_row ? "" : ",\n", backend_name, device, kernel);
           fprintf(json, "\"layout\": \"%s\", \"set\": \"%s\", \"M\": %zu, \"N\": %zu, \"K\": %zu, ",
                   layout, shapes[s].set, M, N, K);
-          fprintf(json, "\"out_dtype\": \"%s\", \"threads\": %d, \"iters\": %d, ",
-                  fp8gemm_dtype_name(o.out_dtype), threads, runs);
+          fprintf(json, "\"out_dtype\": \"%s\", \"threads\": %d, \"iters\": %d, \"cache\": \"%s\", ",
+                  fp8gemm_dtype_name(o.out_dtype), threads, runs, o.cold ? "cold" : "warm");
           json_number(json, "us", seconds * 1e6, 0);
           json_number(json, "gflops", flops / seconds * 1e-9, 0);
           json_number(json, "gbps", (double)(N * K) / seconds * 1e-9, 0);
@@ -523,9 +590,11 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fp8gemm_memory_free(ctx, ws_b);
       free_x(&h);
     }
-    free(wf);
-    fp8gemm_weight_destroy(weights[0]);
-    fp8gemm_weight_destroy(weights[1]);
+    for (int c = 0; c < MAX_COPIES; c++) {
+      free(wf[c]);
+      fp8gemm_weight_destroy(copies[0][c]);
+      fp8gemm_weight_destroy(copies[1][c]);
+    }
     free(h.wq);
     free(h.ws);
     fflush(stdout);
@@ -535,6 +604,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
     fclose(json);
   }
   free(shapes);
+  free(evict_buffer);
   fp8gemm_context_destroy(host);
   fp8gemm_context_destroy(ctx);
   if (failures) fprintf(stderr, "fp8gemm bench: %d row(s) above the error bound\n", failures);

@@ -30,14 +30,6 @@ static size_t align_up(size_t v) { return (v + ALIGN - 1) & ~(size_t)(ALIGN - 1)
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
-/* Takes the next `chunk` items of [0, total) from a shared counter. */
-static bool claim(atomic_size_t *next, size_t chunk, size_t total, size_t *begin, size_t *end) {
-  const size_t first = atomic_fetch_add_explicit(next, chunk, memory_order_relaxed);
-  if (first >= total) return false;
-  *begin = first;
-  *end = min_size(total, first + chunk);
-  return true;
-}
 
 size_t cpu_crossover_m(const fp8gemm_weight *w) {
   if (w->crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return w->crossover_m;
@@ -122,7 +114,7 @@ typedef struct small_job {
   const fp8gemm_gemm_args *args;
   const float *xd, *xs;
   const uint8_t *padded_panel;
-  atomic_size_t next_panel; /* panels are claimed in chunks, see claim() */
+  atomic_size_t next_panel; /* panels are claimed in chunks */
 } small_job;
 
 /* One 16-row panel of outputs for all M rows (in chunks of up to 6). */
@@ -163,7 +155,7 @@ static void small_task(void *opaque, int thread, int threads) {
    * hands work to the others instead of holding everyone up. */
   const size_t chunk = panels / ((size_t)threads * 8) + 1;
   size_t p_begin, p_end;
-  while (claim(&job->next_panel, chunk, panels, &p_begin, &p_end))
+  while (cpu_claim(&job->next_panel, chunk, panels, &p_begin, &p_end))
     for (size_t p = p_begin; p < p_end; p++) small_panel(job, p);
 }
 
@@ -359,7 +351,7 @@ static void large_task(void *opaque, int thread, int threads) {
   const unit_plan u = plan_units(M, N, threads);
   uint8_t *ws = job->ws + (size_t)thread * job->plan.per_thread;
   size_t first, last;
-  while (claim(&job->next_unit, 1, u.row_units * u.col_units, &first, &last)) {
+  while (cpu_claim(&job->next_unit, 1, u.row_units * u.col_units, &first, &last)) {
     const size_t r = first / u.col_units, c = first % u.col_units;
     const size_t m_lo = r * u.rows_per_unit, p_lo = c * u.panels_per_unit;
     run_large_block(job, m_lo, min_size(M, m_lo + u.rows_per_unit), p_lo,

@@ -16,6 +16,7 @@
 #ifndef FP8GEMM_CPU_INTERNAL_H
 #define FP8GEMM_CPU_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,15 +31,20 @@ extern "C" {
  * A fixed set of worker threads; the caller of cpu_pool_run is thread 0.
  * One dispatch at a time: a caller that finds the pool busy (another thread
  * is in a forward on the same context) runs its task alone on its own thread
- * instead of waiting, so concurrent forwards are safe and never deadlock. */
+ * instead of waiting, so concurrent forwards are safe and never deadlock.
+ * Workers join a task when they wake up, or not at all if the caller has
+ * finished it by then: a task must hand out its work dynamically
+ * (cpu_claim), never by thread index. */
 typedef void (*cpu_task_fn)(void *arg, int thread_index, int thread_count);
 typedef struct cpu_pool cpu_pool;
 
 fp8gemm_status cpu_pool_create(int thread_count, cpu_pool **pool);
 void cpu_pool_destroy(cpu_pool *pool);
 int cpu_pool_size(const cpu_pool *pool);
-/* Runs fn(arg, i, n) for i in [0, n), n = min(want_threads, pool size), or
- * n = 1 on the caller when the pool is busy; returns when all are done. */
+/* Calls fn(arg, i, n) on the caller (i = 0) and on the workers that join in
+ * time (distinct i in [1, n)), n = min(want_threads, pool size), or n = 1
+ * when the pool is busy; returns when every call has returned. i indexes
+ * per-thread scratch; n sizes the work split. */
 void cpu_pool_run(cpu_pool *pool, int want_threads, cpu_task_fn fn, void *arg);
 
 /* ---- ISA ---------------------------------------------------------------- */
@@ -198,12 +204,15 @@ fp8gemm_status cpu_gemm(fp8gemm_context *ctx, const struct fp8gemm_weight *w,
 /* The small-M / large-M boundary used for this weight on this context. */
 size_t cpu_crossover_m(const struct fp8gemm_weight *w);
 
-/* Splits [0, count) into `parts` nearly equal ranges; range `index`. */
-static inline void cpu_split_range(size_t count, size_t parts, size_t index, size_t *begin,
-                                   size_t *end) {
-  const size_t base = count / parts, extra = count % parts;
-  *begin = index * base + (index < extra ? index : extra);
-  *end = *begin + base + (index < extra ? 1 : 0);
+/* Takes the next `chunk` items of [0, total) from a counter shared by the
+ * threads of a task (the pool's tasks must hand out work this way). */
+static inline bool cpu_claim(atomic_size_t *next, size_t chunk, size_t total, size_t *begin,
+                             size_t *end) {
+  const size_t first = atomic_fetch_add_explicit(next, chunk, memory_order_relaxed);
+  if (first >= total) return false;
+  *begin = first;
+  *end = total - first < chunk ? total : first + chunk;
+  return true;
 }
 
 #ifdef __cplusplus

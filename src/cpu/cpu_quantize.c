@@ -22,24 +22,21 @@ typedef struct act_job {
   float *scale;
   fp8gemm_scale_layout layout;
   size_t scale_ld;
+  atomic_size_t next_row;
 } act_job;
 
 static void act_task(void *opaque, int thread, int threads) {
-  const act_job *job = opaque;
+  act_job *job = opaque;
+  (void)thread;
+  const size_t chunk = job->M / ((size_t)threads * 4) + 1;
   size_t begin, end;
-  cpu_split_range(job->M, (size_t)threads, (size_t)thread, &begin, &end);
-  for (size_t m = begin; m < end; m++) {
-    float *scales;
-    size_t stride;
-    if (job->layout == FP8GEMM_SCALE_ROW_MAJOR) {
-      scales = job->scale + m * job->scale_ld;
-      stride = 1;
-    } else {
-      scales = job->scale + m;
-      stride = job->scale_ld;
+  while (cpu_claim(&job->next_row, chunk, job->M, &begin, &end)) {
+    for (size_t m = begin; m < end; m++) {
+      const bool row_major = job->layout == FP8GEMM_SCALE_ROW_MAJOR;
+      float *scales = row_major ? job->scale + m * job->scale_ld : job->scale + m;
+      job->kern->quantize_row(job->K, job->dtype, job->x + m * job->x_row_bytes,
+                              job->xq + m * job->ldq, scales, row_major ? 1 : job->scale_ld);
     }
-    job->kern->quantize_row(job->K, job->dtype, job->x + m * job->x_row_bytes,
-                            job->xq + m * job->ldq, scales, stride);
   }
 }
 
@@ -48,8 +45,9 @@ fp8gemm_status cpu_quantize_activations(fp8gemm_context *ctx, size_t M, size_t K
                                         uint8_t *xq, size_t ldq, float *x_scale,
                                         fp8gemm_scale_layout scale_layout, size_t scale_ld) {
   cpu_state *st = cpu_state_of(ctx);
-  act_job job = {st->kernels, M,  K,      x_dtype,      (const char *)x, ldx * fp8gemm_dtype_size(x_dtype),
-                 xq,          ldq, x_scale, scale_layout, scale_ld};
+  act_job job = {st->kernels, M,   K,       x_dtype,      (const char *)x,
+                 ldx * fp8gemm_dtype_size(x_dtype), xq, ldq, x_scale, scale_layout, scale_ld, 0};
+  atomic_init(&job.next_row, 0);
   /* ~64K elements per thread before threads pay off. */
   const size_t elements = M * K;
   int want = (int)(elements / 65536 + 1);
@@ -68,14 +66,16 @@ typedef struct weight_job {
   uint8_t *wq;
   float *scale_inv;
   atomic_size_t first_bad_block; /* SIZE_MAX when all blocks are finite */
+  atomic_size_t next_block_row;
 } weight_job;
 
 static void weight_task(void *opaque, int thread, int threads) {
   weight_job *job = opaque;
+  (void)thread;
+  (void)threads;
   const size_t block_rows = fp8gemm_ceil_div(job->N, GROUP), groups = fp8gemm_ceil_div(job->K, GROUP);
-  size_t begin, end;
-  cpu_split_range(block_rows, (size_t)threads, (size_t)thread, &begin, &end);
-  for (size_t nb = begin; nb < end; nb++) {
+  size_t nb, end;
+  while (cpu_claim(&job->next_block_row, 1, block_rows, &nb, &end)) {
     const size_t n0 = nb * GROUP, rows = job->N - n0 < GROUP ? job->N - n0 : GROUP;
     for (size_t g = 0; g < groups; g++) {
       const size_t k0 = g * GROUP, cols = job->K - k0 < GROUP ? job->K - k0 : GROUP;
@@ -85,7 +85,7 @@ static void weight_task(void *opaque, int thread, int threads) {
         size_t index = nb * groups + g, seen = atomic_load(&job->first_bad_block);
         while (index < seen && !atomic_compare_exchange_weak(&job->first_bad_block, &seen, index)) {
         }
-        return;
+        break; /* the call fails; the other block rows are still checked */
       }
       const float scale = fmaxf(amax, 1e-10f) / 448.0f;
       job->scale_inv[nb * groups + g] = scale;
@@ -111,6 +111,7 @@ fp8gemm_status cpu_quantize_weight(fp8gemm_context *ctx, size_t N, size_t K,
   job.wq = wq;
   job.scale_inv = weight_scale_inv;
   atomic_init(&job.first_bad_block, SIZE_MAX);
+  atomic_init(&job.next_block_row, 0);
   const size_t block_rows = fp8gemm_ceil_div(N, GROUP);
   int want = st->num_threads;
   if ((size_t)want > block_rows) want = (int)block_rows;

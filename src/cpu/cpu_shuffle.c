@@ -104,45 +104,47 @@ typedef struct shuffle_job {
   const uint8_t *src;
   uint8_t *dst;
   uint8_t *scratch; /* per thread: unit_rows * K bytes, or NULL when not needed */
+  atomic_size_t next_unit;
 } shuffle_job;
 
+static void shuffle_unit(const shuffle_job *job, size_t u, uint8_t *scratch);
+
 static void shuffle_task(void *opaque, int thread, int threads) {
-  const shuffle_job *job = opaque;
+  shuffle_job *job = opaque;
   const size_t K = job->K, units = fp8gemm_ceil_div(job->N, job->unit_rows);
   uint8_t *scratch = job->scratch ? job->scratch + (size_t)thread * job->unit_rows * K : NULL;
-  const bool in_place = job->src == job->dst;
+  const size_t chunk = units / ((size_t)threads * 8) + 1;
   size_t begin, end;
-  cpu_split_range(units, (size_t)threads, (size_t)thread, &begin, &end);
-  for (size_t u = begin; u < end; u++) {
-    const size_t n0 = u * job->unit_rows;
-    const size_t rows = job->N - n0 < job->unit_rows ? job->N - n0 : job->unit_rows;
-    const uint8_t *src = job->src + n0 * K;
-    uint8_t *dst = job->dst + n0 * K;
-    const bool from_sm90 = job->from == FP8GEMM_LAYOUT_PRESHUFFLED_SM90;
-    const bool to_sm90 = job->to == FP8GEMM_LAYOUT_PRESHUFFLED_SM90;
-    if (!from_sm90 && !to_sm90) {
-      if (in_place) {
-        memcpy(scratch, src, rows * K);
-        src = scratch;
-      }
-      panel_convert(job->kern, K, rows, job->from, src, job->to, dst);
-    } else if (to_sm90) {
-      /* from -> plain rows in scratch (or the source itself), then -> sm90. */
-      const uint8_t *plain = src;
-      if (job->from != FP8GEMM_LAYOUT_PLAIN || in_place) {
-        stripe_panels(job->kern, K, rows, job->from, src, FP8GEMM_LAYOUT_PLAIN, scratch);
-        plain = scratch;
-      }
-      sm90_stripe(K, rows, plain, dst, true);
-    } else {
-      /* sm90 -> plain rows (in dst directly when it is plain and distinct). */
-      if (job->to == FP8GEMM_LAYOUT_PLAIN && !in_place) {
-        sm90_stripe(K, rows, src, dst, false);
-      } else {
-        sm90_stripe(K, rows, src, scratch, false);
-        stripe_panels(job->kern, K, rows, FP8GEMM_LAYOUT_PLAIN, scratch, job->to, dst);
-      }
+  while (cpu_claim(&job->next_unit, chunk, units, &begin, &end))
+    for (size_t u = begin; u < end; u++) shuffle_unit(job, u, scratch);
+}
+
+/* One unit (16-row panel or 128-row stripe) from job->from to job->to. */
+static void shuffle_unit(const shuffle_job *job, size_t u, uint8_t *scratch) {
+  const size_t K = job->K, n0 = u * job->unit_rows;
+  const size_t rows = job->N - n0 < job->unit_rows ? job->N - n0 : job->unit_rows;
+  const bool in_place = job->src == job->dst;
+  const uint8_t *src = job->src + n0 * K;
+  uint8_t *dst = job->dst + n0 * K;
+  if (job->from != FP8GEMM_LAYOUT_PRESHUFFLED_SM90 && job->to != FP8GEMM_LAYOUT_PRESHUFFLED_SM90) {
+    if (in_place) {
+      memcpy(scratch, src, rows * K);
+      src = scratch;
     }
+    panel_convert(job->kern, K, rows, job->from, src, job->to, dst);
+  } else if (job->to == FP8GEMM_LAYOUT_PRESHUFFLED_SM90) {
+    /* from -> plain rows in scratch (or the source itself), then -> sm90. */
+    const uint8_t *plain = src;
+    if (job->from != FP8GEMM_LAYOUT_PLAIN || in_place) {
+      stripe_panels(job->kern, K, rows, job->from, src, FP8GEMM_LAYOUT_PLAIN, scratch);
+      plain = scratch;
+    }
+    sm90_stripe(K, rows, plain, dst, true);
+  } else if (job->to == FP8GEMM_LAYOUT_PLAIN && !in_place) {
+    sm90_stripe(K, rows, src, dst, false); /* sm90 -> plain rows, straight */
+  } else {
+    sm90_stripe(K, rows, src, scratch, false);
+    stripe_panels(job->kern, K, rows, FP8GEMM_LAYOUT_PLAIN, scratch, job->to, dst);
   }
 }
 
@@ -162,6 +164,7 @@ fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_lay
   job.src = src;
   job.dst = dst;
   job.scratch = NULL;
+  atomic_init(&job.next_unit, 0);
   const bool sm90 = from == FP8GEMM_LAYOUT_PRESHUFFLED_SM90 || to == FP8GEMM_LAYOUT_PRESHUFFLED_SM90;
   job.unit_rows = sm90 ? 128 : 16;
   const size_t units = fp8gemm_ceil_div(N, job.unit_rows);
@@ -188,16 +191,25 @@ typedef struct nan_job {
   const uint8_t *data;
   size_t bytes;
   atomic_size_t first; /* lowest offset of a NaN code found */
+  atomic_size_t next_chunk;
 } nan_job;
+
+#define NAN_SCAN_CHUNK ((size_t)1 << 20)
 
 static void nan_task(void *opaque, int thread, int threads) {
   nan_job *job = opaque;
-  size_t begin, end;
-  cpu_split_range(job->bytes, (size_t)threads, (size_t)thread, &begin, &end);
-  const size_t hit = job->kern->find_nan_code(end - begin, job->data + begin);
-  if (hit == SIZE_MAX) return;
-  size_t offset = begin + hit, seen = atomic_load(&job->first);
-  while (offset < seen && !atomic_compare_exchange_weak(&job->first, &seen, offset)) {
+  (void)thread;
+  (void)threads;
+  const size_t chunks = fp8gemm_ceil_div(job->bytes, NAN_SCAN_CHUNK);
+  size_t c, end;
+  while (cpu_claim(&job->next_chunk, 1, chunks, &c, &end)) {
+    const size_t begin = c * NAN_SCAN_CHUNK;
+    const size_t count = job->bytes - begin < NAN_SCAN_CHUNK ? job->bytes - begin : NAN_SCAN_CHUNK;
+    const size_t hit = job->kern->find_nan_code(count, job->data + begin);
+    if (hit == SIZE_MAX) continue;
+    size_t offset = begin + hit, seen = atomic_load(&job->first);
+    while (offset < seen && !atomic_compare_exchange_weak(&job->first, &seen, offset)) {
+    }
   }
 }
 
@@ -207,6 +219,7 @@ fp8gemm_status cpu_check_weight_codes(fp8gemm_context *ctx, const uint8_t *data,
   job.data = data;
   job.bytes = N * K;
   atomic_init(&job.first, SIZE_MAX);
+  atomic_init(&job.next_chunk, 0);
   /* The core also calls this for host bytes on other backends' contexts:
    * use this backend's pool only on its own context. */
   if (ctx && ctx->ops == &fp8gemm_cpu_backend && ctx->state) {

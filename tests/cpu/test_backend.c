@@ -375,6 +375,78 @@ static void test_concurrent_forwards(void **state) {
   fp8gemm_context_destroy(ctx);
 }
 
+/* The pool: every unit of every task done exactly once, thread indices
+ * distinct within a task, callers from several threads at once, tasks back
+ * to back (workers joining late or not at all). */
+typedef struct pool_job {
+  atomic_size_t next;
+  size_t units;
+  atomic_int *done; /* per unit */
+  atomic_int index_seen[8];
+  atomic_int bad_index; /* set from worker threads, checked by the caller */
+} pool_job;
+
+static void pool_task(void *opaque, int thread, int threads) {
+  pool_job *job = opaque;
+  if (thread < 0 || thread >= threads || threads > 8 ||
+      atomic_fetch_add(&job->index_seen[thread], 1) != 0) {
+    atomic_store(&job->bad_index, 1);
+    return;
+  }
+  size_t begin, end;
+  while (cpu_claim(&job->next, 3, job->units, &begin, &end))
+    for (size_t u = begin; u < end; u++) atomic_fetch_add(&job->done[u], 1);
+}
+
+typedef struct pool_caller {
+  cpu_pool *pool;
+  int tasks;
+  int failed_task; /* -1 when every task was right */
+} pool_caller;
+
+static void *pool_caller_main(void *opaque) {
+  pool_caller *c = opaque;
+  enum { UNITS = 257 };
+  atomic_int done[UNITS];
+  c->failed_task = -1;
+  for (int t = 0; t < c->tasks && c->failed_task < 0; t++) {
+    pool_job job;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.bad_index, 0);
+    job.units = UNITS;
+    job.done = done;
+    for (int i = 0; i < UNITS; i++) atomic_init(&done[i], 0);
+    for (int i = 0; i < 8; i++) atomic_init(&job.index_seen[i], 0);
+    cpu_pool_run(c->pool, 8, pool_task, &job);
+    if (atomic_load(&job.bad_index)) c->failed_task = t;
+    for (int i = 0; i < UNITS; i++)
+      if (atomic_load(&done[i]) != 1) c->failed_task = t;
+  }
+  return NULL;
+}
+
+static void test_pool(void **state) {
+  (void)state;
+  for (int size = 1; size <= 4; size++) {
+    cpu_pool *pool;
+    TU_OK(cpu_pool_create(size, &pool));
+    assert_int_equal(cpu_pool_size(pool), size);
+    enum { CALLERS = 3 };
+    pool_caller callers[CALLERS];
+    pthread_t handles[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+      callers[i] = (pool_caller){pool, 2000, -1};
+      assert_int_equal(pthread_create(&handles[i], NULL, pool_caller_main, &callers[i]), 0);
+    }
+    for (int i = 0; i < CALLERS; i++) pthread_join(handles[i], NULL);
+    for (int i = 0; i < CALLERS; i++)
+      if (callers[i].failed_task >= 0)
+        fail_msg("pool of %d: caller %d, task %d: a unit not done exactly once or a thread index "
+                 "reused", size, i, callers[i].failed_task);
+    cpu_pool_destroy(pool);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_isa_and_threads),
@@ -383,6 +455,7 @@ int main(void) {
       cmocka_unit_test(test_crossover_threads_workspace),
       cmocka_unit_test(test_non_finite_rows),
       cmocka_unit_test(test_concurrent_forwards),
+      cmocka_unit_test(test_pool),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
