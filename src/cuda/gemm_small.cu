@@ -25,6 +25,7 @@
  * of a block row (a counter in the context, reset by that CTA) adds them in
  * split order, so results are deterministic run to run. */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "cuda_internal.h"
 #include "device_common.cuh"
@@ -198,8 +199,15 @@ __device__ __forceinline__ void stage_activation(const SmallParams &p, int g, in
   }
 }
 
+/* Two CTAs per SM up to MT = 4 (M <= 32): 16 warps streaming per SM. */
+template <int MT>
+struct MinBlocks {
+  static constexpr int value = MT <= 4 ? 2 : 1;
+};
+
 template <int MT, bool kPreshuffled, bool kFused>
-__global__ void __launch_bounds__(kThreads) gemm_small_kernel(const SmallParams p) {
+__global__ void __launch_bounds__(kThreads, MinBlocks<MT>::value)
+    gemm_small_kernel(const SmallParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t *x_s = smem;                                                   /* [8MT][kRowPitch] */
   float *sx_s = reinterpret_cast<float *>(smem + 8 * MT * kRowPitch);    /* [chunk][8MT] */
@@ -364,33 +372,71 @@ int tiles_for_m(size_t M) {
   return mt;
 }
 
-/* Splits K so that block rows x splits fill the GPU about twice over, with
- * whole 128-wide groups per split. */
-void plan_splits(const fp8gemm_cuda_state *s, size_t N, size_t K, int *splits, int *per_split) {
+/* CTAs of each variant resident per SM (set by prepare). */
+int g_occupancy[5][2][2];
+
+int mt_index(int mt) { return mt == 1 ? 0 : mt == 2 ? 1 : mt == 4 ? 2 : mt == 8 ? 3 : 4; }
+
+/* Splits K (whole 128-wide groups per split) into the most splits for which
+ * block rows x splits still fit one wave of resident CTAs (occupancy x
+ * SMs): measured on H100, a second, partial wave or an unsplit weight with
+ * spare slots both cost more than the split-K reduction (e.g. 7168x16384,
+ * M=1: 5 splits = 280 CTAs 64 us, 4 splits = 224 CTAs 47 us; 24576x1536:
+ * 2 splits 23 us, unsplit 18 us). FP8GEMM_CUDA_SMALL_SPLITS forces the
+ * count (benchmarks). */
+void plan_splits(const fp8gemm_cuda_state *s, int mt, bool preshuffled, bool fused, size_t N,
+                 size_t K, int *splits, int *per_split) {
   const int block_rows = (int)((N + 127) / 128);
   const int groups = (int)((K + 127) / 128);
-  const int target = 2 * s->sm_count;
+  int occ = g_occupancy[mt_index(mt)][preshuffled][fused];
+  if (occ < 1) occ = 1;
+  const long slots = (long)s->sm_count * occ;
+  /* Read per call (host only) so benchmarks can vary it. */
+  const char *env = getenv("FP8GEMM_CUDA_SMALL_SPLITS");
+  const int forced = env && *env ? atoi(env) : 0;
   int want = 1;
-  if (block_rows < target && block_rows <= FP8GEMM_CUDA_SPLIT_COUNTERS)
-    want = (target + block_rows - 1) / block_rows;
+  if (block_rows <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2) { /* the upper half is the large kernel's */
+    if (forced > 0) {
+      want = forced;
+    } else {
+      for (int w = 1; w <= groups; w++) {
+        const int per = (groups + w - 1) / w;
+        const int eff = (groups + per - 1) / per;
+        if ((long)block_rows * eff <= slots && eff > want) want = eff;
+      }
+    }
+  }
   if (want > groups) want = groups;
   *per_split = (groups + want - 1) / want;
   *splits = (groups + *per_split - 1) / *per_split;
+}
+
+/* Largest split count over the variants serving M rows (for the workspace). */
+int max_splits(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K) {
+  const int mt = tiles_for_m(M < FP8GEMM_CUDA_SMALL_M_MAX ? M : FP8GEMM_CUDA_SMALL_M_MAX);
+  int most = 1;
+  for (int pre = 0; pre < 2; pre++)
+    for (int fused = 0; fused < 2; fused++) {
+      int splits, per_split;
+      plan_splits(s, mt, pre, fused, N, K, &splits, &per_split);
+      if (splits > most) most = splits;
+    }
+  return most;
 }
 
 }  // namespace
 
 extern "C" size_t fp8gemm_cuda_small_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
                                                size_t K) {
-  int splits, per_split;
-  plan_splits(s, N, K, &splits, &per_split);
+  const int splits = max_splits(s, M, N, K);
   const size_t rows = M < FP8GEMM_CUDA_SMALL_M_MAX ? M : FP8GEMM_CUDA_SMALL_M_MAX;
   return splits > 1 ? (size_t)splits * rows * N * sizeof(float) : 0;
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s) {
   (void)s;
-  /* Raise the dynamic shared-memory limit of every variant once. */
+  /* Raise the dynamic shared-memory limit of every variant once, and note
+   * how many CTAs of each fit on an SM. */
   static const int mts[] = {1, 2, 4, 8, 16};
   for (int i = 0; i < 5; i++)
     for (int pre = 0; pre < 2; pre++)
@@ -402,6 +448,11 @@ extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s) {
                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               (int)bytes),
                          "small-M kernel: shared-memory limit");
+        int occ = 0;
+        FP8GEMM_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                             &occ, reinterpret_cast<const void *>(fn), kThreads, bytes),
+                         "small-M kernel: occupancy");
+        g_occupancy[i][pre][fused] = occ;
       }
   return FP8GEMM_OK;
 }
@@ -426,24 +477,6 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_small(fp8gemm_cuda_state *s,
   p.ldy = prob->ldy;
   p.ldq = prob->ldq;
   p.ldx = prob->ldx;
-  plan_splits(s, prob->N, prob->K, &p.splits, &p.groups_per_split);
-  p.counters = s->split_counters;
-  p.partial = static_cast<float *>(workspace);
-  if (p.splits > 1) {
-    const size_t rows = prob->M < FP8GEMM_CUDA_SMALL_M_MAX ? prob->M : FP8GEMM_CUDA_SMALL_M_MAX;
-    const size_t need = (size_t)p.splits * rows * prob->N * sizeof(float);
-    if (!workspace || workspace_bytes < need) {
-      /* The fused path reports it so the core can take the two-launch way
-       * with a workspace; a GEMM without one runs unsplit (slower, same
-       * result up to summation order). */
-      if (prob->fused)
-        return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
-                                 "fused linear: split-K needs %zu workspace bytes, got %zu", need,
-                                 workspace ? workspace_bytes : 0);
-      p.splits = 1;
-      p.groups_per_split = p.groups;
-    }
-  }
   const size_t elem = prob->x_dtype == FP8GEMM_DTYPE_F32 ? 4 : 2;
   const size_t y_elem = prob->y_dtype == FP8GEMM_DTYPE_F32 ? 4 : 2;
   for (size_t m0 = 0; m0 < prob->M; m0 += FP8GEMM_CUDA_SMALL_M_MAX) {
@@ -463,9 +496,27 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_small(fp8gemm_cuda_state *s,
       p.x = NULL;
     }
     const int mt = tiles_for_m(rows);
-    small_kernel_fn fn = select_kernel(mt, prob->w_preshuffled != 0, prob->fused != 0);
+    const bool pre = prob->w_preshuffled != 0, fused = prob->fused != 0;
+    plan_splits(s, mt, pre, fused, prob->N, prob->K, &p.splits, &p.groups_per_split);
+    p.counters = s->split_counters;
+    p.partial = static_cast<float *>(workspace);
+    if (p.splits > 1) {
+      const size_t need = (size_t)p.splits * rows * prob->N * sizeof(float);
+      if (!workspace || workspace_bytes < need) {
+        /* The fused path reports it so the core can take the two-launch way
+         * with a workspace; a GEMM without one runs unsplit (slower, same
+         * result up to summation order). */
+        if (fused)
+          return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
+                                   "fused linear: split-K needs %zu workspace bytes, got %zu",
+                                   need, workspace ? workspace_bytes : 0);
+        p.splits = 1;
+        p.groups_per_split = p.groups;
+      }
+    }
+    small_kernel_fn fn = select_kernel(mt, pre, fused);
     const dim3 grid((unsigned)((prob->N + 127) / 128), (unsigned)p.splits);
-    fn<<<grid, kThreads, smem_bytes(mt, prob->fused != 0, prob->x_dtype), s->stream>>>(p);
+    fn<<<grid, kThreads, smem_bytes(mt, fused, prob->x_dtype), s->stream>>>(p);
     FP8GEMM_CUDA_TRY(cudaGetLastError(), "small-M GEMM kernel launch");
   }
   return FP8GEMM_OK;
