@@ -458,6 +458,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
     }
     float *wf[MAX_COPIES] = {NULL}; /* dequantized weights for sgemm, built on first use */
     const int fcopies = copies_for(N * K * sizeof(float));
+    (void)fcopies; /* read only by the OpenBLAS baseline */
     for (size_t mi = 0; mi < shapes[s].m_count; mi++) {
       const size_t M = shapes[s].m_values[mi];
       if (make_x(host, &rng, M, K, &h)) {
