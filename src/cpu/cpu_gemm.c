@@ -207,24 +207,29 @@ typedef struct large_job {
  * same way whatever the cut (same K blocks), so results do not depend on
  * the thread count. */
 typedef struct unit_plan {
-  size_t row_units, col_units, rows_per_unit, panels_per_unit;
+  size_t row_units, col_units; /* unit (r, c): row tiles and panels split evenly */
 } unit_plan;
 
 static unit_plan plan_units(size_t M, size_t N, int threads) {
   unit_plan u;
-  const size_t panels = fp8gemm_ceil_div(N, 16), t = (size_t)threads;
-  size_t col_units = min_size(fp8gemm_ceil_div(N, 256), 4 * t);
-  if (col_units == 0) col_units = 1;
-  u.panels_per_unit = fp8gemm_ceil_div(panels, col_units);
-  u.col_units = fp8gemm_ceil_div(panels, u.panels_per_unit);
-  size_t row_units = 1;
+  const size_t row_tiles = fp8gemm_ceil_div(M, CPU_GEMM_MR);
+  const size_t t = (size_t)threads;
+  /* Large M: 2 units per thread (each decodes all of A once more); else 4,
+   * for balance when a thread is slowed down. */
+  const size_t per_thread = M >= 1024 ? 2 : 4;
+  u.col_units = min_size(fp8gemm_ceil_div(N, 256), per_thread * t);
+  if (u.col_units == 0) u.col_units = 1;
+  u.row_units = 1;
   if (u.col_units < 2 * t)
-    row_units = min_size(fp8gemm_ceil_div(M, CPU_GEMM_MC), fp8gemm_ceil_div(4 * t, u.col_units));
-  if (row_units == 0) row_units = 1;
-  u.rows_per_unit = round_up(fp8gemm_ceil_div(M, row_units), CPU_GEMM_MR);
-  u.row_units = fp8gemm_ceil_div(M, u.rows_per_unit);
+    u.row_units = min_size(fp8gemm_ceil_div(M, CPU_GEMM_MC),
+                           fp8gemm_ceil_div(per_thread * t, u.col_units));
+  if (u.row_units == 0) u.row_units = 1;
+  if (u.row_units > row_tiles) u.row_units = row_tiles;
   return u;
 }
+
+/* Start of part `i` of `parts` near-equal parts of [0, count). */
+static size_t part_start(size_t count, size_t parts, size_t i) { return count * i / parts; }
 
 /* A micro-panel: rows m0.. (mr <= 6) of xq, columns k0..k0+kc, decoded
  * into a[6][kc] (row by row, the same fast decoder as everywhere); its
@@ -351,11 +356,15 @@ static void large_task(void *opaque, int thread, int threads) {
   const unit_plan u = plan_units(M, N, threads);
   uint8_t *ws = job->ws + (size_t)thread * job->plan.per_thread;
   size_t first, last;
+  const size_t row_tiles = fp8gemm_ceil_div(M, CPU_GEMM_MR);
   while (cpu_claim(&job->next_unit, 1, u.row_units * u.col_units, &first, &last)) {
     const size_t r = first / u.col_units, c = first % u.col_units;
-    const size_t m_lo = r * u.rows_per_unit, p_lo = c * u.panels_per_unit;
-    run_large_block(job, m_lo, min_size(M, m_lo + u.rows_per_unit), p_lo,
-                    min_size(panels, p_lo + u.panels_per_unit), ws);
+    const size_t t_lo = part_start(row_tiles, u.row_units, r);
+    const size_t t_hi = part_start(row_tiles, u.row_units, r + 1);
+    const size_t p_lo = part_start(panels, u.col_units, c);
+    const size_t p_hi = part_start(panels, u.col_units, c + 1);
+    if (t_lo == t_hi || p_lo == p_hi) continue;
+    run_large_block(job, t_lo * CPU_GEMM_MR, min_size(M, t_hi * CPU_GEMM_MR), p_lo, p_hi, ws);
   }
 }
 
