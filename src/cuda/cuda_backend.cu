@@ -88,10 +88,18 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   s->sm_count = prop.multiProcessorCount;
   s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
   s->default_crossover_m = DEFAULT_CROSSOVER_M;
+  /* The fused launch quantizes x in every CTA: measured on the H100 it beats
+   * quantize + GEMM by 2-7% at M <= 2 on most DeepSeek-V3 shapes and loses
+   * from M = 4 (bench/results/cuda-h100-2026-11-25-final.json), so only M <= 2
+   * takes it; FP8GEMM_CUDA_FUSED_MAX_M (<= 32) changes that for tests and
+   * benchmarks. */
+  s->fused_max_m = 2;
   s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
   const char *env = getenv("FP8GEMM_CUDA_CROSSOVER");
   if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
   /* Benchmark knobs of the large-M kernel (0: the built-in choice). */
+  env = getenv("FP8GEMM_CUDA_FUSED_MAX_M");
+  if (env && *env) s->fused_max_m = (size_t)strtoull(env, NULL, 10);
   env = getenv("FP8GEMM_CUDA_LARGE_BN");
   if (env && *env) s->large_bn = atoi(env);
   env = getenv("FP8GEMM_CUDA_GROUP_M");
@@ -307,7 +315,7 @@ static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weig
                                         fp8gemm_dtype y_dtype, void *y, size_t ldy,
                                         void *workspace, size_t workspace_bytes) {
   fp8gemm_cuda_state *s = state_of(ctx);
-  if (M > 32 || M > crossover_of(s, w))
+  if (M > 32 || M > s->fused_max_m || M > crossover_of(s, w))
     return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
                              "fused linear: M=%zu is above the small-M crossover, two launches",
                              M);
