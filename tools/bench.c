@@ -297,6 +297,18 @@ static float to_float(fp8gemm_dtype dtype, const void *base, size_t index) {
   }
 }
 
+/* The 1-minute load average (Linux), NAN elsewhere: recorded with each row
+ * because other users of a shared machine change the numbers. */
+static double load_average(void) {
+  double load = NAN;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &load) != 1) load = NAN;
+    fclose(f);
+  }
+  return load;
+}
+
 static void json_number(FILE *f, const char *key, double v, int last) {
   if (isfinite(v))
     fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
@@ -574,7 +586,8 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
           json_number(json, "rel_err", rel_err, 0);
           json_number(json, "openblas_sgemm_us", sgemm_s * 1e6, 0);
           json_number(json, "openblas_sgemm_gflops", flops / sgemm_s * 1e-9, 0);
-          json_number(json, "speedup_vs_openblas", sgemm_s / seconds, 1);
+          json_number(json, "speedup_vs_openblas", sgemm_s / seconds, 0);
+          json_number(json, "loadavg_1min", load_average(), 1);
           fprintf(json, "}");
           first_row = 0;
         }
