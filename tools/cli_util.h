@@ -22,6 +22,10 @@ int cli_load_shapes(const char *spec, cli_shape **shapes);
 /* Monotonic seconds. */
 double cli_now(void);
 
+/* 1 when both paths name the same existing file (an output must never be
+ * its own input). */
+int cli_same_file(const char *a, const char *b);
+
 /* splitmix64 + Box-Muller; deterministic for a seed. */
 typedef struct cli_rng {
   uint64_t state;

@@ -13,9 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "fp8gemm.h"
 
@@ -133,19 +132,6 @@ static fp8gemm_status fill_scale(void *user, void *dst, size_t bytes) {
   return FP8GEMM_OK;
 }
 
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* The output must not be the input: the input is never modified. */
-static int same_file(const char *a, const char *b) {
-  struct stat sa, sb;
-  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
-}
-
 /* Why a 2-D float tensor named *.weight stays as it is (NULL: quantize). */
 static const char *keep_reason(const fp8gemm_safetensors *in, const fp8gemm_tensor_view *v,
                                const pattern_list *include, const pattern_list *exclude,
@@ -209,14 +195,14 @@ int fp8gemm_cmd_quantize(int argc, char **argv) {
     goto out;
   }
   if (!add_pattern(&default_keep, DEFAULT_KEEP_PATTERN, REG_ICASE)) goto out;
-  if (same_file(paths[0], paths[1])) {
+  if (cli_same_file(paths[0], paths[1])) {
     fprintf(stderr, "fp8gemm quantize: %s is the input file; the input is never overwritten\n",
             paths[1]);
     rc = 2;
     goto out;
   }
 
-  double start = now_seconds();
+  double start = cli_now();
   fp8gemm_safetensors *in = NULL;
   fp8gemm_context *context = NULL;
   fp8gemm_safetensors_writer *writer = NULL;
@@ -309,7 +295,7 @@ int fp8gemm_cmd_quantize(int argc, char **argv) {
 
   status = fp8gemm_safetensors_writer_write(writer, paths[1]);
   if (status != FP8GEMM_OK) goto fail;
-  double seconds = now_seconds() - start;
+  double seconds = cli_now() - start;
   printf("quantized %zu weights, kept %zu 2-D weights, copied %zu other tensors; %.1f MB -> "
          "%.1f MB in %.3f s (%.0f MB/s of input); wrote %s\n",
          njobs, kept_weights, count - njobs - kept_weights, (double)in_bytes / 1e6,

@@ -13,9 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "fp8gemm.h"
 
@@ -44,18 +43,6 @@ static fp8gemm_status fill_shuffled(void *user, void *dst, size_t bytes) {
   (void)bytes; /* == N * K */
   return fp8gemm_shuffle(job->context, job->source.shape[0], job->source.shape[1], job->from,
                          job->source.data, job->to, dst);
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int same_file(const char *a, const char *b) {
-  struct stat sa, sb;
-  return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
 }
 
 static fp8gemm_status set_layout_metadata(fp8gemm_safetensors_writer *writer, const char *name,
@@ -132,13 +119,13 @@ int fp8gemm_cmd_shuffle(int argc, char **argv) {
                     "plain there is nothing to pick\n");
     return 2;
   }
-  if (same_file(paths[0], paths[1])) {
+  if (cli_same_file(paths[0], paths[1])) {
     fprintf(stderr, "fp8gemm shuffle: %s is the input file; the input is never overwritten\n",
             paths[1]);
     return 2;
   }
 
-  double start = now_seconds();
+  double start = cli_now();
   int rc = 1;
   fp8gemm_safetensors *in = NULL;
   fp8gemm_context *worker = NULL, *decider = NULL;
@@ -240,7 +227,7 @@ int fp8gemm_cmd_shuffle(int argc, char **argv) {
 
   status = fp8gemm_safetensors_writer_write(writer, paths[1]);
   if (status != FP8GEMM_OK) goto fail;
-  double seconds = now_seconds() - start;
+  double seconds = cli_now() - start;
   printf("shuffled %zu weights, %zu already in their layout, %zu left (shape), copied %zu "
          "other tensors; %.1f MB in %.3f s (%.0f MB/s); wrote %s\n",
          njobs, unchanged, refused, count - njobs - unchanged - refused, (double)in_bytes / 1e6,
