@@ -270,7 +270,7 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
             row["roof_fraction"] = row["ours_best_gbs"] / copy_gbs
             if M <= 128:
                 # Small and large kernel forced, on the preshuffled layout (crossover).
-                for kind in ("small", "large"):
+                for kind in ("small", "large", "registers"):
                     row[f"{kind}_kernel_us"] = timer(
                         lambda r: gemm("preshuffled_sm90", r, ctxs[kind]), rotations)
             if M <= 32:
@@ -374,6 +374,7 @@ def main():
     ap.add_argument("--reps", type=int, default=15, help="timed graph replays (median)")
     ap.add_argument("--rotate-bytes", type=float, default=200e6)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--max-m", type=int, default=0, help="only rows with M <= this (0: all)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -385,7 +386,12 @@ def main():
     for kind, value in (("small", "1000000"), ("large", "0")):
         os.environ["FP8GEMM_CUDA_CROSSOVER"] = value
         ctxs[kind] = lib.context(stream)
+    # The register-streaming small kernel (the decode kernel before stream-K).
+    os.environ["FP8GEMM_CUDA_CROSSOVER"] = "1000000"
+    os.environ["FP8GEMM_CUDA_SMALL_KERNEL"] = "registers"
+    ctxs["registers"] = lib.context(stream)
     os.environ.pop("FP8GEMM_CUDA_CROSSOVER", None)
+    os.environ.pop("FP8GEMM_CUDA_SMALL_KERNEL", None)
 
     copy_gbs = copy_rate_gbs()
     timer = GraphTimer(lib, ctxs, args.calls, args.reps)
@@ -406,6 +412,10 @@ def main():
     print(json.dumps(meta), flush=True)
     rows = []
     for set_name, N, K, ms in read_shapes(args.shapes, args.quick):
+        if args.max_m:
+            ms = [m for m in ms if m <= args.max_m]
+            if not ms:
+                continue
         rows += bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
         torch.cuda.empty_cache()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -422,6 +432,20 @@ def main():
         print(f"| {r['M']} | {r['N']} | {r['K']} | {r['ours_plain_us']:.1f} | "
               f"{r['ours_preshuffled_sm90_us']:.1f} | {peer_us} | {r['ours_best_tflops']:.0f} | "
               f"{sp} | {100 * r['roof_fraction']:.0f} |")
+    # Decode rows: each small-M kernel forced (preshuffled), against the copy roof.
+    print("\n| M | N | K | MB moved | stream-K us | % roof | registers us | large us | "
+          "fused us | two-launch us | peer us |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda v: f"{v:.1f}" if v else "-"
+    for r in rows:
+        if "small_kernel_us" not in r:
+            continue
+        roof = r["bytes_moved"] / (r["small_kernel_us"] * 1e-6) / 1e9 / copy_gbs
+        print(f"| {r['M']} | {r['N']} | {r['K']} | {r['bytes_moved'] / 1e6:.1f} | "
+              f"{r['small_kernel_us']:.1f} | {100 * roof:.0f} | {fmt(r.get('registers_kernel_us'))} | "
+              f"{fmt(r.get('large_kernel_us'))} | {fmt(r.get('linear_fused_us'))} | "
+              f"{fmt(r.get('two_launch_us'))} | {fmt(r.get('peer_us'))} |")
+    print(f"device-to-device copy: {copy_gbs:.0f} GB/s")
     for c in ctxs.values():
         lib.so.fp8gemm_context_destroy(c)
     return 0

@@ -11,12 +11,12 @@
 extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s);
 extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
 
-/* Small-M kernel for M <= this when the tuned table gives no crossover
- * (FP8GEMM_CUDA_CROSSOVER overrides it and the table, for benchmarks). Measured on H100
- * (bench/results): the small-M kernel wins at M <= 4 on most DeepSeek-V3
- * shapes and is even at M = 8; from M = 16 the split-K large-M kernel wins
- * everywhere. */
-#define DEFAULT_CROSSOVER_M 8
+/* Small-M (decode) kernel for M <= this when the tuned table gives no
+ * crossover (FP8GEMM_CUDA_CROSSOVER overrides it and the table, for
+ * benchmarks). Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md):
+ * the stream-K decode kernel beats the split-K large-M kernel up to M = 16
+ * on every DeepSeek-V3 shape and up to M = 32 on some. */
+#define DEFAULT_CROSSOVER_M 16
 
 extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) {
   if (err == cudaSuccess) return FP8GEMM_OK;
@@ -88,12 +88,13 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   s->sm_count = prop.multiProcessorCount;
   s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
   s->default_crossover_m = DEFAULT_CROSSOVER_M;
-  /* The fused launch quantizes x in every CTA: measured on the H100 it beats
-   * quantize + GEMM by 2-7% at M <= 2 on most DeepSeek-V3 shapes and loses
-   * from M = 4 (bench/results/cuda-h100-2026-11-25-final.json), so only M <= 2
-   * takes it; FP8GEMM_CUDA_FUSED_MAX_M (<= 32) changes that for tests and
-   * benchmarks. */
-  s->fused_max_m = 2;
+  /* The fused launch quantizes x inside the decode kernel, every CTA again,
+   * on each tile's path: measured on the H100 it is slower than quantize +
+   * GEMM as two launches on every DeepSeek-V3 shape (1-6 us;
+   * bench/results/cuda-h100-2026-11-25-decode.md), so fp8gemm_linear takes
+   * two launches by default; FP8GEMM_CUDA_FUSED_MAX_M (<= 32) turns it on
+   * for M up to that value (tests, benchmarks). */
+  s->fused_max_m = 0;
   s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
   const char *env = getenv("FP8GEMM_CUDA_CROSSOVER");
   if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
@@ -106,6 +107,8 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   if (env && *env) s->large_group_m = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_VARIANT");
   if (env && *env) s->large_variant = atoi(env);
+  env = getenv("FP8GEMM_CUDA_SMALL_KERNEL");
+  s->small_registers = env && strcmp(env, "registers") == 0;
 
   fp8gemm_status status = fp8gemm_cuda_make_current(s);
   if (status == FP8GEMM_OK)
@@ -123,6 +126,7 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
         cudaMalloc((void **)&s->first_bad_index, sizeof(unsigned long long)), "check scratch");
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare();
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_stream_prepare();
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_check(cudaDeviceSynchronize(), "init");
   if (status == FP8GEMM_OK) {
     /* Through the runtime, so the library does not link libcuda itself. */
@@ -261,7 +265,9 @@ static size_t cuda_gemm_workspace(const fp8gemm_context *ctx, const fp8gemm_weig
    * kernel needs none (and the small one, serving unaligned operands there,
    * then runs unsplit). */
   if (M > crossover_of(s, w)) return fp8gemm_cuda_large_workspace(s, M, w->N, w->K);
-  return fp8gemm_cuda_small_workspace(s, M, w->N, w->K);
+  const size_t small = fp8gemm_cuda_small_workspace(s, M, w->N, w->K);
+  const size_t stream = fp8gemm_cuda_stream_workspace(s, M, w->N, w->K);
+  return small > stream ? small : stream;
 }
 
 static fp8gemm_status check_weight_layout(const fp8gemm_weight *w) {
@@ -286,6 +292,14 @@ static void fill_weight(fp8gemm_cuda_problem *p, const fp8gemm_weight *w) {
   p->bias = w->bias;
 }
 
+/* The stream-K decode kernel when the operands suit the tensor engine and
+ * the workspace holds its partials; else the register-streaming small
+ * kernel (any alignment, runs unsplit without a workspace). */
+static bool use_stream(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
+                       const void *workspace, size_t workspace_bytes) {
+  return !s->small_registers && fp8gemm_cuda_stream_supported(s, p) && workspace &&
+         workspace_bytes >= fp8gemm_cuda_stream_workspace(s, p->M, p->N, p->K);
+}
 static fp8gemm_status cuda_gemm(fp8gemm_context *ctx, const fp8gemm_weight *w,
                                 const fp8gemm_gemm_args *a, void *workspace,
                                 size_t workspace_bytes) {
@@ -305,6 +319,8 @@ static fp8gemm_status cuda_gemm(fp8gemm_context *ctx, const fp8gemm_weight *w,
   p.y_dtype = a->y_dtype;
   if (a->M > crossover_of(s, w) && fp8gemm_cuda_large_supported(&p))
     return fp8gemm_cuda_gemm_large(s, &p, workspace, workspace_bytes);
+  if (use_stream(s, &p, workspace, workspace_bytes))
+    return fp8gemm_cuda_gemm_stream(s, &p, workspace, workspace_bytes);
   return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
 }
 
@@ -331,6 +347,8 @@ static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weig
   p.y = y;
   p.ldy = ldy;
   p.y_dtype = y_dtype;
+  if (use_stream(s, &p, workspace, workspace_bytes))
+    return fp8gemm_cuda_gemm_stream(s, &p, workspace, workspace_bytes);
   return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
 }
 

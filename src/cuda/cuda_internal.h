@@ -38,6 +38,7 @@ typedef struct fp8gemm_cuda_state {
   int large_bn;                 /* FP8GEMM_CUDA_LARGE_BN: 128 or 256 forces the tile width */
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
+  int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
 } fp8gemm_cuda_state;
 
 #ifdef __cplusplus
@@ -102,6 +103,14 @@ fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda
 size_t fp8gemm_cuda_small_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
 fp8gemm_status fp8gemm_cuda_gemm_small(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                        void *workspace, size_t workspace_bytes);
+
+/* gemm_stream.cu: decode kernel, stream-K over 16 KiB weight tiles, TMA ring,
+ * mma.sync. Needs 16-byte aligned operands (else the small kernel serves). */
+int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
+fp8gemm_status fp8gemm_cuda_stream_prepare(void);
+fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
+                                        void *workspace, size_t workspace_bytes);
 
 #ifdef __cplusplus
 }

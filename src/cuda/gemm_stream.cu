@@ -1,0 +1,781 @@
+/* Decode GEMM (M <= 128 per launch), stream-K: every weight byte read once,
+ * by tensor-memory-engine copies, with the whole GPU busy until the end.
+ *
+ * Work: the weight is cut into 16 KiB tiles, (128-row block row b, 128-wide
+ * K group g), numbered t = b * groups + g. Each of P = min(tiles, SMs)
+ * resident CTAs takes the contiguous range [c * T / P, (c + 1) * T / P):
+ * every CTA moves the same number of bytes (to one tile), so no SM idles
+ * while others finish a second wave, and no K split has to be chosen. In the
+ * preshuffled layout a range is one contiguous run of memory.
+ *
+ * A CTA is a producer warp and two consumer warpgroups around a ring of
+ * stages in shared memory (as many as fit, up to 10: ~160 KiB in flight per
+ * SM). The producer's lane 0 waits for a free stage (empty mbarrier), arms
+ * its full mbarrier and issues
+ *  - the weight tile: one 1-D bulk copy of rows * 128 contiguous bytes
+ *    (preshuffled: the tile is stored in the 128B-swizzled order), or a 2-D
+ *    tensor copy with the 128B swizzle (plain); the preshuffled layout's
+ *    narrow last K tile is written by the producer warp (zeros past K);
+ *  - the activation tile: a 2-D tensor copy of 8*MT rows x 128 codes
+ *    (rows past M and columns past K arrive as zeros), or for the fused
+ *    linear the raw 16-bit x as two 64-column tensor copies.
+ * Consumer warpgroup w multiplies weight rows 64w..64w+63 of the tile by
+ * the activation with four wgmma m64n(8*MT)k32 (e4m3, both operands from
+ * shared memory, the weight as A), waits, promotes the fp32 partial with
+ * sx(m, g) * sw(b, g) and releases the stage. (mma.sync has no fp8 path on
+ * Hopper: ptxas expands it into fp8 -> f16 unpacks and f16 mma, and a
+ * kernel built on it was bound by the consumer's ~250 instructions per
+ * 16 KiB tile at about half the HBM rate.)
+ *
+ * The fused linear quantizes the activation in the kernel: per tile, warp w
+ * quantizes rows w, w + 8, ... of the raw x tile into codes and scales in
+ * the stage (the arithmetic of the standalone quantizer, so both paths give
+ * the same bits), then the consumer warps meet at a named barrier.
+ *
+ * Scales: the consumers copy sw and sx of 32 tiles at a time into a
+ * double-buffered table in shared memory (cp.async, 4 bytes each), one
+ * chunk ahead, and meet at a named barrier per chunk, so no scale load
+ * (an L2 round trip under full HBM load) sits on a tile's path.
+ *
+ * Stream-K fix-up, deterministic: a block row cut between CTAs is finished
+ * by the CTA holding its first tile (the owner, which reaches it last in its
+ * range). Every other CTA of that row reaches it first in its range, writes
+ * its fp32 partial (in register order, float4 per thread) to its own slot
+ * of the workspace and raises its flag; the owner waits for the flags of the
+ * CTAs after it, adds their slots in CTA order and stores y. All CTAs are
+ * resident (P <= SMs, one CTA per SM by shared memory) and only owners wait,
+ * on higher-numbered CTAs, so the waits always end. The owner clears the
+ * flags for the next launch. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "cuda_internal.h"
+#include "device_common.cuh"
+#include "hopper_ptx.cuh"
+
+namespace {
+
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumerThreads = kConsumerWarps * 32;
+/* Warpgroup 0 produces (one warp works, its registers cut to 40), warpgroups
+ * 1 and 2 consume (registers raised to 232): a 9-warp CTA would be held to
+ * 168 registers a thread (3 warps on one SM sub-partition), which spills the
+ * M > 32 variants. */
+constexpr int kThreads = kConsumerThreads + 128;
+constexpr int kTileBytes = 128 * 128;
+constexpr int kMaxStages = 10;
+constexpr int kSmemBudget = 227 * 1024;
+constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
+
+/* One ring stage: the weight tile, the activation codes (8*MT rows of 128,
+ * swizzled), and for the fused kernel the raw 16-bit x (two 64-column
+ * halves of 8*MT rows of 128 bytes, swizzled). All parts 1 KiB aligned, as
+ * the 128B swizzle pattern follows address bits 4-9. Per-stage scales of
+ * the fused kernel and the mbarriers follow the ring. */
+template <int MT, bool kFused>
+struct Ring {
+  static constexpr int rows = 8 * MT;
+  static constexpr int codes_bytes = rows * 128;
+  static constexpr int raw_bytes = kFused ? 2 * rows * 128 : 0;
+  static constexpr int stage_bytes = kTileBytes + codes_bytes + raw_bytes;
+  static constexpr int tail_per_stage = rows * 4 + 16; /* fused scales + two mbarriers */
+  /* Scale table: [2 chunks][kScaleChunk tiles][sw, sx of rows 0..rows-1]. */
+  static constexpr int scale_stride = 1 + rows;
+  static constexpr int scale_bytes = 2 * kScaleChunk * scale_stride * 4;
+  static constexpr int fit = (kSmemBudget - 1024 - scale_bytes) / (stage_bytes + tail_per_stage);
+  static constexpr int stages = fit < kMaxStages ? fit : kMaxStages;
+  static constexpr size_t smem_bytes =
+      1024 + (size_t)stages * (stage_bytes + tail_per_stage) + scale_bytes;
+};
+
+struct StreamParams {
+  const uint8_t *w;
+  const float *w_scale;
+  int N, K, groups;
+  long long tiles;
+  int ctas;
+  const float *x_scale;
+  size_t sx_stride_m, sx_stride_g;
+  fp8gemm_dtype x_dtype; /* fused: bf16 or f16 */
+  const float *bias;
+  void *y;
+  size_t ldy;
+  fp8gemm_dtype y_dtype;
+  int M;
+  float4 *slots;          /* [ctas][256 threads][MT] */
+  unsigned int *flags;    /* [ctas], zero between launches */
+  int stages;             /* ring depth in use (<= the kernel's; benchmarks lower it) */
+  int row_aligned;        /* ranges of whole block rows (no fix-up), see fp8gemm_cuda_gemm_stream */
+  int block_rows;
+};
+
+/* Shared-memory accesses by 32-bit shared address: the ring is reached
+ * through an aligned copy of the dynamic shared-memory pointer, through
+ * which the compiler no longer knows the state space (generic loads). */
+__device__ __forceinline__ uint2 lds64(uint32_t addr) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ float lds_f32(uint32_t addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ void sts_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void sts_f32(uint32_t addr, float v) {
+  asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+
+/* d (+)= A[64x32] * B[Nx32]^T: e4m3 in, f32 out, both operands in shared
+ * memory through 128B-swizzle descriptors; accumulate = 0 overwrites d. */
+template <int N>
+struct Wgmma;
+template <>
+struct Wgmma<8> {
+  static __device__ __forceinline__ void run(float (&d)[4], uint64_t a, uint64_t b,
+                                             int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %6, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3"
+        "}, %4, %5, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(a), "l"(b), "r"(accumulate));
+  }
+};
+
+template <>
+struct Wgmma<16> {
+  static __device__ __forceinline__ void run(float (&d)[8], uint64_t a, uint64_t b,
+                                             int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7"
+        "}, %8, %9, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b), "r"(accumulate));
+  }
+};
+
+template <>
+struct Wgmma<32> {
+  static __device__ __forceinline__ void run(float (&d)[16], uint64_t a, uint64_t b,
+                                             int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, %16, %17, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b), "r"(accumulate));
+  }
+};
+
+template <>
+struct Wgmma<64> {
+  static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b,
+                                             int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, %32, %33, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(accumulate));
+  }
+};
+
+template <>
+struct Wgmma<128> {
+  static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b,
+                                             int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+          "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(accumulate));
+  }
+};
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ unsigned int load_acquire(const unsigned int *p) {
+  unsigned int v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void cp_async4(void *smem_dst, const void *gmem_src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(smem_dst)),
+               "l"(gmem_src)
+               : "memory");
+}
+
+__device__ __forceinline__ long long range_start(const StreamParams &p, int cta) {
+  if (p.row_aligned) return (long long)cta * p.block_rows / p.ctas * p.groups;
+  return (long long)cta * p.tiles / p.ctas;
+}
+
+__device__ __forceinline__ float half_bits_to_float(fp8gemm_dtype dtype, uint32_t bits) {
+  if (dtype == FP8GEMM_DTYPE_BF16) return __uint_as_float(bits << 16);
+  return __half2float(__ushort_as_half((unsigned short)bits));
+}
+
+/* Fused: warp `warp` quantizes activation rows warp, warp + 8, ... (< M) of
+ * the stage's raw tile into swizzled codes and per-row scales. Lane l owns
+ * values 4l..4l+3 of the group: the same amax, scale and x / scale as
+ * quantize_group_warp, so the codes are the standalone quantizer's. */
+template <int MT>
+__device__ __forceinline__ void quantize_stage(const StreamParams &p, uint32_t raw,
+                                               uint32_t codes, uint32_t scales, int width,
+                                               int warp, int lane) {
+  constexpr int rows = 8 * MT;
+#pragma unroll
+  for (int i = 0; i < MT; i++) {
+    const int m = warp + 8 * i;
+    if (m >= p.M) break;
+    const int half = lane / 16, chunk = (lane % 16) / 2;
+    const uint2 bits =
+        lds64(raw + half * rows * 128 + m * 128 + ((chunk ^ (m & 7)) << 4) + (lane % 2) * 8);
+    float v[4];
+    v[0] = half_bits_to_float(p.x_dtype, bits.x & 0xffffu);
+    v[1] = half_bits_to_float(p.x_dtype, bits.x >> 16);
+    v[2] = half_bits_to_float(p.x_dtype, bits.y & 0xffffu);
+    v[3] = half_bits_to_float(p.x_dtype, bits.y >> 16);
+    float amax = 0.0f;
+    bool finite = true;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      if (4 * lane + e >= width) v[e] = 0.0f; /* past K: zeros (the copy filled them) */
+      if (!isfinite(v[e])) finite = false;
+      else amax = fmaxf(amax, fabsf(v[e]));
+    }
+    amax = warp_max(amax);
+    const bool group_finite = __all_sync(0xffffffffu, finite);
+    const float scale = group_finite ? fmaxf(amax, FP8GEMM_SCALE_EPS) / FP8GEMM_E4M3_MAX
+                                     : __int_as_float(0x7fc00000);
+    uint32_t word = 0;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const uint32_t code = group_finite ? e4m3_from_float(__fdiv_rn(v[e], scale))
+                                         : (uint32_t)FP8GEMM_E4M3_NAN_CODE;
+      word |= code << (8 * e);
+    }
+    sts_u32(codes + m * 128 + (((lane / 4) ^ (m & 7)) << 4) + (lane % 4) * 4, word);
+    if (lane == 0) sts_f32(scales + 4 * m, scale);
+  }
+}
+
+template <int MT, bool kPreshuffled, bool kFused>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_stream_kernel(const __grid_constant__ CUtensorMap map_x,
+                       const __grid_constant__ CUtensorMap map_w, const StreamParams p) {
+  using R = Ring<MT, kFused>;
+  constexpr int kN = 8 * MT;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  float *stage_scales = reinterpret_cast<float *>(smem + R::stages * R::stage_bytes); /* fused */
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(stage_scales + R::stages * R::rows);
+  uint64_t *empty_bar = full_bar + R::stages;
+  float *scale_table = reinterpret_cast<float *>(empty_bar + R::stages);
+
+  const int lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < R::stages; s++) {
+      mbar_init(smem_addr(full_bar + s), 1);
+      mbar_init(smem_addr(empty_bar + s), kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    fence_proxy_async();
+  }
+  __syncthreads();
+
+  const long long t_begin = range_start(p, blockIdx.x);
+  const long long t_end = range_start(p, blockIdx.x + 1);
+
+  if (threadIdx.x < 128) {
+    /* Producer warp (the rest of warpgroup 0 only gives up its registers). */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x >= 32) return;
+    int stage = 0;
+    uint32_t phase = 0;
+    int b = (int)(t_begin / p.groups), g = (int)(t_begin % p.groups) - 1;
+    for (long long t = t_begin; t < t_end; t++) {
+      if (++g == p.groups) {
+        g = 0;
+        b++;
+      }
+      const int rows = min(128, p.N - b * 128);
+      const int width = min(128, p.K - g * 128);
+      mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
+      uint8_t *stage_w = smem + stage * R::stage_bytes;
+      uint8_t *stage_x = stage_w + kTileBytes + (kFused ? R::codes_bytes : 0);
+      const uint32_t bar = smem_addr(full_bar + stage);
+      uint32_t bytes = R::rows * 128 * (kFused ? 2 : 1);
+      const uint8_t *w_src = p.w + (size_t)b * 128 * p.K + (size_t)g * 128 * rows;
+      if (!kPreshuffled) {
+        bytes += kTileBytes;
+      } else if (width == 128) {
+        bytes += rows * 128;
+      } else {
+        /* The narrow last K tile is not swizzled in memory: written here,
+         * then made visible to the tensor cores' (async) reads. */
+        copy_narrow_tile(stage_w, w_src, rows, width, lane);
+        fence_proxy_async();
+      }
+      __syncwarp();
+      if (lane == 0) {
+        mbar_arrive_expect_tx(bar, bytes);
+        tma_load_2d(smem_addr(stage_x), &map_x, g * 128, 0, bar);
+        if (kFused) tma_load_2d(smem_addr(stage_x + R::rows * 128), &map_x, g * 128 + 64, 0, bar);
+        if (!kPreshuffled) {
+          tma_load_2d(smem_addr(stage_w), &map_w, g * 128, b * 128, bar);
+        } else if (width == 128) {
+          bulk_load(smem_addr(stage_w), w_src, rows * 128, bar);
+        }
+      }
+      __syncwarp();
+      if (++stage == p.stages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+    return;
+  }
+
+  /* Consumer warpgroups. */
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const uint32_t smem_s = smem_addr(smem), table_s = smem_addr(scale_table),
+                 scales_s = smem_addr(stage_scales);
+  const int tid = threadIdx.x - 128, warp = tid / 32;
+  /* Warpgroup tid / 128 owns weight rows 64 (tid / 128) ..; this thread's
+   * accumulators (wgmma layout) are rows r0 and r0 + 8, columns (token m)
+   * 8j + 2 (lane % 4) + {0, 1}. */
+  const int gid = lane / 4, tig = lane % 4;
+  const int r0 = warp * 16 + gid;
+  const uint32_t a_offset = (tid / 128) * 64 * 128;
+
+  float acc[MT][4];
+  /* Copies sw and sx of the range's tiles [chunk * 32, chunk * 32 + 32) into
+   * table half chunk % 2 (not committed here). w_scale[b * groups + g] is
+   * w_scale[t]: a range's weight scales are contiguous. */
+  auto fill_scales = [&](int chunk) {
+    float *dst = scale_table + (chunk % 2) * kScaleChunk * R::scale_stride;
+    const int per_tile = kFused ? 1 : 1 + p.M;
+    const long long first = t_begin + (long long)chunk * kScaleChunk;
+    if (first >= t_end) return;
+    const int g_first = (int)(first % p.groups);
+    for (int i = tid; i < kScaleChunk * per_tile; i += kConsumerThreads) {
+      const int tl = i / per_tile, e = i % per_tile;
+      const long long tt = first + tl;
+      if (tt >= t_end) break;
+      const int g = (g_first + tl) % p.groups;
+      cp_async4(dst + tl * R::scale_stride + e,
+                e == 0 ? p.w_scale + tt
+                       : p.x_scale + (size_t)(e - 1) * p.sx_stride_m + (size_t)g * p.sx_stride_g);
+    }
+  };
+  fill_scales(0);
+  cp_async_commit();
+
+  int stage = 0;
+  uint32_t phase = 0;
+  long long t = t_begin;
+  while (t < t_end) {
+    const int b = (int)(t / p.groups);
+    const int g_first = (int)(t % p.groups);
+    const long long row_end = (long long)(b + 1) * p.groups;
+    const long long seg_end = row_end < t_end ? row_end : t_end;
+#pragma unroll
+    for (int j = 0; j < MT; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
+
+    /* Two tiles per step where registers allow: their wgmmas go out
+     * together and one wait covers both, so the tensor-core latency and the
+     * promotion are paid once per 32 KiB. A step never straddles a segment
+     * or a scale chunk; a step with one tile issues that tile's wgmmas for
+     * both slots (no conditional wgmma issue, which ptxas would serialize)
+     * and drops the second result. */
+    constexpr int kTiles = MT <= 8 ? 2 : 1;
+    for (int g = g_first; t < seg_end;) {
+      const int i_tile = (int)(t - t_begin);
+      const int slot = i_tile % kScaleChunk;
+      const int chunk = i_tile / kScaleChunk;
+      if (slot == 0) {
+        /* This chunk's table has landed (own copies by the wait, the
+         * others' by the barrier); then the next chunk's copies go out,
+         * into the half whose last reader has passed this barrier. */
+        cp_async_wait<0>();
+        named_bar(1, kConsumerThreads);
+        fill_scales(chunk + 1);
+        cp_async_commit();
+      }
+      const int count = kTiles == 2 && t + 1 < seg_end && slot + 1 < kScaleChunk ? 2 : 1;
+      int stages_of[kTiles];
+      uint32_t phases_of[kTiles];
+      float sw[kTiles], sx[kTiles][2 * MT];
+#pragma unroll
+      for (int u = 0; u < kTiles; u++) {
+        const int uu = u < count ? u : 0;
+        stages_of[u] = stage + uu;
+        phases_of[u] = phase;
+        if (stages_of[u] >= p.stages) {
+          stages_of[u] -= p.stages;
+          phases_of[u] ^= 1;
+        }
+        const uint32_t table = table_s + 4 * ((chunk % 2) * kScaleChunk * R::scale_stride +
+                                              (slot + uu) * R::scale_stride);
+        sw[u] = lds_f32(table);
+#pragma unroll
+        for (int i = 0; i < 2 * MT; i++) {
+          const int m = 8 * (i / 2) + 2 * tig + (i % 2);
+          sx[u][i] = m < p.M ? lds_f32(table + 4 * (1 + m)) : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kTiles; u++)
+        if (u < count) mbar_wait(smem_addr(full_bar + stages_of[u]), phases_of[u]);
+      if (kFused) {
+#pragma unroll
+        for (int u = 0; u < kTiles; u++) {
+          if (u < count) {
+            const uint32_t codes = smem_s + stages_of[u] * R::stage_bytes + kTileBytes;
+            quantize_stage<MT>(p, codes + R::codes_bytes, codes, scales_s + 4 * stages_of[u] * R::rows,
+                               min(128, p.K - (g + u) * 128), warp, lane);
+          }
+        }
+        fence_proxy_async(); /* the codes are read by the tensor cores */
+        named_bar(1, kConsumerThreads);
+#pragma unroll
+        for (int u = 0; u < kTiles; u++)
+#pragma unroll
+          for (int i = 0; i < 2 * MT; i++) {
+            const int m = 8 * (i / 2) + 2 * tig + (i % 2);
+            sx[u][i] = m < p.M ? lds_f32(scales_s + 4 * (stages_of[u] * R::rows + m)) : 0.0f;
+          }
+      }
+      float part[kTiles][4 * MT];
+      wgmma_fence();
+#pragma unroll
+      for (int u = 0; u < kTiles; u++) {
+        const uint32_t stage_w = smem_s + stages_of[u] * R::stage_bytes;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+          Wgmma<kN>::run(part[u], smem_desc_sw128(stage_w + a_offset + kk * 32),
+                         smem_desc_sw128(stage_w + kTileBytes + kk * 32), kk);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      __syncwarp();
+      if (lane == 0)
+#pragma unroll
+        for (int u = 0; u < kTiles; u++)
+          if (u < count) mbar_arrive(smem_addr(empty_bar + stages_of[u]));
+#pragma unroll
+      for (int u = 0; u < kTiles; u++) {
+        if (u < count) {
+#pragma unroll
+          for (int j = 0; j < MT; j++) {
+            const float s0 = sw[u] * sx[u][2 * j], s1 = sw[u] * sx[u][2 * j + 1];
+            acc[j][0] = fmaf(part[u][4 * j + 0], s0, acc[j][0]);
+            acc[j][1] = fmaf(part[u][4 * j + 1], s1, acc[j][1]);
+            acc[j][2] = fmaf(part[u][4 * j + 2], s0, acc[j][2]);
+            acc[j][3] = fmaf(part[u][4 * j + 3], s1, acc[j][3]);
+          }
+        }
+      }
+      stage += count;
+      if (stage >= p.stages) {
+        stage -= p.stages;
+        phase ^= 1;
+      }
+      t += count;
+      g += count;
+    }
+
+    /* acc[j][e]: m = 8j + 2tig + (e & 1), n = 128b + r0 + 8 (e >> 1). */
+    if (g_first != 0) {
+      /* A later piece of a block row another CTA owns: hand over the partial. */
+      float4 *slot = p.slots + ((size_t)blockIdx.x * kConsumerThreads + tid) * MT;
+#pragma unroll
+      for (int j = 0; j < MT; j++) __stcg(slot + j, make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+      __threadfence();
+      named_bar(1, kConsumerThreads);
+      if (tid == 0) atomicExch(p.flags + blockIdx.x, 1u);
+      continue;
+    }
+    if (seg_end < row_end) {
+      /* The owner of a block row continued by the CTAs after it: wait for
+       * all their flags at once, then add their slots in CTA order, loading
+       * a few slots ahead (each wait or load is an L2 round trip). */
+      int contributors = 0;
+      while (blockIdx.x + 1 + contributors < p.ctas &&
+             range_start(p, blockIdx.x + 1 + contributors) < row_end)
+        contributors++;
+      for (int i = tid; i < contributors; i += kConsumerThreads) {
+        unsigned int *flag = p.flags + blockIdx.x + 1 + i;
+        while (load_acquire(flag) == 0u) __nanosleep(32);
+        *flag = 0u; /* ready for the next launch */
+      }
+      named_bar(1, kConsumerThreads);
+      __threadfence();
+      constexpr int kAhead = 16 / MT;
+      for (int c0 = 0; c0 < contributors; c0 += kAhead) {
+        float4 v[kAhead][MT];
+#pragma unroll
+        for (int u = 0; u < kAhead; u++) {
+          const float4 *slot = p.slots + ((size_t)(blockIdx.x + 1 + c0 + u) * kConsumerThreads + tid) * MT;
+#pragma unroll
+          for (int j = 0; j < MT; j++)
+            v[u][j] = c0 + u < contributors ? __ldcg(slot + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < kAhead; u++)
+#pragma unroll
+          for (int j = 0; j < MT; j++) {
+            acc[j][0] += v[u][j].x;
+            acc[j][1] += v[u][j].y;
+            acc[j][2] += v[u][j].z;
+            acc[j][3] += v[u][j].w;
+          }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int n = b * 128 + r0 + 8 * (e >> 1);
+      if (n >= p.N) continue;
+      const float bias = p.bias ? __ldg(p.bias + n) : 0.0f;
+#pragma unroll
+      for (int j = 0; j < MT; j++) {
+        const int m = 8 * j + 2 * tig + (e & 1);
+        if (m < p.M) store_element(p.y_dtype, p.y, (size_t)m * p.ldy + n, acc[j][e] + bias);
+      }
+    }
+  }
+}
+
+typedef void (*stream_kernel_fn)(const CUtensorMap, const CUtensorMap, const StreamParams);
+
+template <int MT>
+stream_kernel_fn pick(bool preshuffled, bool fused, size_t *smem, int *stages) {
+  if (fused) {
+    if constexpr (MT > 4) {
+      return nullptr; /* the fused linear covers M <= 32 */
+    } else {
+      *smem = Ring<MT, true>::smem_bytes;
+      *stages = Ring<MT, true>::stages;
+      return preshuffled ? gemm_stream_kernel<MT, true, true> : gemm_stream_kernel<MT, false, true>;
+    }
+  }
+  *smem = Ring<MT, false>::smem_bytes;
+  *stages = Ring<MT, false>::stages;
+  return preshuffled ? gemm_stream_kernel<MT, true, false> : gemm_stream_kernel<MT, false, false>;
+}
+
+int tiles_for(size_t M) {
+  int mt = 1;
+  while ((size_t)8 * mt < M) mt *= 2;
+  return mt;
+}
+
+stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int *stages) {
+  switch (mt) {
+    case 1: return pick<1>(preshuffled, fused, smem, stages);
+    case 2: return pick<2>(preshuffled, fused, smem, stages);
+    case 4: return pick<4>(preshuffled, fused, smem, stages);
+    case 8: return pick<8>(preshuffled, fused, smem, stages);
+    default: return pick<16>(preshuffled, fused, smem, stages);
+  }
+}
+
+/* Ranges of whole block rows when that keeps >= 90% of the SMs busy (e.g.
+ * 256 block rows on 132 SMs: 2 rows for most CTAs): no partial rows, so no
+ * fix-up at the end. Else stream-K over tiles. FP8GEMM_CUDA_STREAM_ALIGN=0/2
+ * forces stream-K / row ranges (benchmarks). */
+bool rows_aligned(const fp8gemm_cuda_state *s, size_t N) {
+  const long long rows = (long long)((N + 127) / 128);
+  const char *env = getenv("FP8GEMM_CUDA_STREAM_ALIGN");
+  const int mode = env && *env ? atoi(env) : 1;
+  if (mode == 0) return false;
+  if (mode == 2) return true;
+  const long long waves = (rows + s->sm_count - 1) / s->sm_count;
+  return rows * 10 >= 9LL * s->sm_count * waves;
+}
+
+int ctas_for(const fp8gemm_cuda_state *s, size_t N, size_t K) {
+  const long long rows = (long long)((N + 127) / 128);
+  const long long tiles = rows * (long long)((K + 127) / 128);
+  long long ctas = rows_aligned(s, N) ? rows : tiles;
+  if (ctas > s->sm_count) ctas = s->sm_count;
+  if (ctas > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) ctas = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
+  return (int)ctas;
+}
+
+fp8gemm_status encode(const fp8gemm_cuda_state *s, CUtensorMap *map, CUtensorMapDataType type,
+                      const void *base, size_t inner, size_t outer, size_t row_bytes,
+                      unsigned box_inner, unsigned box_rows, const char *what) {
+  const cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
+  const cuuint64_t strides[1] = {(cuuint64_t)row_bytes};
+  const cuuint32_t box[2] = {box_inner, box_rows};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = s->encode_tiled(map, type, 2, const_cast<void *>(base), dims, strides, box,
+                                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
+                             "decode GEMM: cuTensorMapEncodeTiled for %s [%zu x %zu, row %zu "
+                             "bytes] failed (%d)",
+                             what, outer, inner, row_bytes, (int)r);
+  return FP8GEMM_OK;
+}
+
+}  // namespace
+
+extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(void) {
+  static const int mts[] = {1, 2, 4, 8, 16};
+  for (int i = 0; i < 5; i++)
+    for (int pre = 0; pre < 2; pre++)
+      for (int fused = 0; fused < 2; fused++) {
+        size_t smem = 0;
+        int stages = 0;
+        stream_kernel_fn fn = select(mts[i], pre, fused, &smem, &stages);
+        if (!fn) continue;
+        FP8GEMM_CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(fn),
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)smem),
+                         "decode GEMM: shared-memory limit");
+      }
+  return FP8GEMM_OK;
+}
+
+extern "C" int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s,
+                                             const fp8gemm_cuda_problem *p) {
+  if (!s->encode_tiled || p->M == 0) return 0;
+  if (p->N > 0x7fffffffu || p->K > 0x7fffffffu || p->K % 16 != 0) return 0;
+  if ((uintptr_t)p->w % 16 != 0) return 0;
+  if (p->fused) {
+    if (p->M > 32) return 0;
+    /* Raw x through the tensor engine: 16-bit elements, 16-byte rows. */
+    if (p->x_dtype != FP8GEMM_DTYPE_BF16 && p->x_dtype != FP8GEMM_DTYPE_F16) return 0;
+    if ((uintptr_t)p->x % 16 != 0 || (p->ldx * 2) % 16 != 0) return 0;
+    return 1;
+  }
+  return (uintptr_t)p->xq % 16 == 0 && p->ldq % 16 == 0;
+}
+
+extern "C" size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
+                                                size_t K) {
+  const size_t rows = M < FP8GEMM_CUDA_SMALL_M_MAX ? M : FP8GEMM_CUDA_SMALL_M_MAX;
+  /* Sized for stream-K (at least as many CTAs as row ranges). */
+  const long long tiles = (long long)((N + 127) / 128) * (long long)((K + 127) / 128);
+  const size_t ctas = (size_t)(tiles < s->sm_count ? tiles : s->sm_count);
+  return ctas * kConsumerThreads * tiles_for(rows) * sizeof(float4);
+}
+
+extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
+                                                   const fp8gemm_cuda_problem *prob,
+                                                   void *workspace, size_t workspace_bytes) {
+  StreamParams p;
+  p.w = prob->w;
+  p.w_scale = prob->w_scale;
+  p.N = (int)prob->N;
+  p.K = (int)prob->K;
+  p.groups = (int)((prob->K + 127) / 128);
+  p.block_rows = (int)((prob->N + 127) / 128);
+  p.tiles = (long long)p.block_rows * p.groups;
+  p.ctas = ctas_for(s, prob->N, prob->K);
+  p.row_aligned = rows_aligned(s, prob->N);
+  p.sx_stride_m = prob->scale_stride_m;
+  p.sx_stride_g = prob->scale_stride_g;
+  p.x_dtype = prob->x_dtype;
+  p.bias = prob->bias;
+  p.y_dtype = prob->y_dtype;
+  p.ldy = prob->ldy;
+  p.flags = s->split_counters;
+  p.slots = static_cast<float4 *>(workspace);
+  /* Benchmark knobs, read per call (host only). */
+  const char *env = getenv("FP8GEMM_CUDA_STREAM_STAGES");
+  const int want_stages = env && *env ? atoi(env) : 0;
+  const size_t y_elem = prob->y_dtype == FP8GEMM_DTYPE_F32 ? 4 : 2;
+  const size_t need = fp8gemm_cuda_stream_workspace(s, prob->M, prob->N, prob->K);
+  if (!workspace || workspace_bytes < need)
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                             "decode GEMM: workspace of %zu bytes, needs %zu", workspace_bytes,
+                             need);
+  CUtensorMap map_w;
+  if (!prob->w_preshuffled)
+    FP8GEMM_RETURN_IF_ERROR(encode(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w, prob->K,
+                                   prob->N, prob->K, 128, 128, "weight"));
+  for (size_t m0 = 0; m0 < prob->M; m0 += FP8GEMM_CUDA_SMALL_M_MAX) {
+    const size_t rows = prob->M - m0 < FP8GEMM_CUDA_SMALL_M_MAX ? prob->M - m0
+                                                                 : FP8GEMM_CUDA_SMALL_M_MAX;
+    const int mt = tiles_for(rows);
+    p.M = (int)rows;
+    p.y = static_cast<uint8_t *>(prob->y) + m0 * prob->ldy * y_elem;
+    CUtensorMap map_x;
+    if (prob->fused) {
+      p.x_scale = NULL;
+      FP8GEMM_RETURN_IF_ERROR(encode(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
+                                     static_cast<const uint8_t *>(prob->x) + m0 * prob->ldx * 2,
+                                     prob->K, rows, prob->ldx * 2, 64, 8 * mt, "x"));
+    } else {
+      p.x_scale = prob->x_scale + m0 * prob->scale_stride_m;
+      FP8GEMM_RETURN_IF_ERROR(encode(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                     prob->xq + m0 * prob->ldq, prob->K, rows, prob->ldq, 128,
+                                     8 * mt, "xq"));
+    }
+    if (prob->w_preshuffled) map_w = map_x; /* unused: bulk copies */
+    size_t smem = 0;
+    int stages = 0;
+    stream_kernel_fn fn = select(mt, prob->w_preshuffled != 0, prob->fused != 0, &smem, &stages);
+    p.stages = want_stages > 0 && want_stages < stages ? want_stages : stages;
+    fn<<<(unsigned)p.ctas, kThreads, smem, s->stream>>>(map_x, map_w, p);
+    FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM kernel launch");
+  }
+  return FP8GEMM_OK;
+}
