@@ -47,6 +47,7 @@
  * on higher-numbered CTAs, so the waits always end. The owner clears the
  * flags for the next launch. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "cuda_internal.h"
@@ -107,6 +108,8 @@ struct StreamParams {
   int stages;             /* ring depth in use (<= the kernel's; benchmarks lower it) */
   int row_aligned;        /* ranges of whole block rows (no fix-up), see fp8gemm_cuda_gemm_stream */
   int block_rows;
+  int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
+  unsigned long long *trace; /* FP8GEMM_CUDA_STREAM_TRACE=1: per-CTA timestamps (probe) */
 };
 
 /* Shared-memory accesses by 32-bit shared address: the ring is reached
@@ -254,6 +257,12 @@ __device__ __forceinline__ void cp_async4(void *smem_dst, const void *gmem_src) 
                : "memory");
 }
 
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 __device__ __forceinline__ long long range_start(const StreamParams &p, int cta) {
   if (p.row_aligned) return (long long)cta * p.block_rows / p.ctas * p.groups;
   return (long long)cta * p.tiles / p.ctas;
@@ -340,6 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* Producer warp (the rest of warpgroup 0 only gives up its registers). */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x >= 32) return;
+    if (p.trace && threadIdx.x == 0) p.trace[blockIdx.x * 8 + 1] = global_ns();
     int stage = 0;
     uint32_t phase = 0;
     int b = (int)(t_begin / p.groups), g = (int)(t_begin % p.groups) - 1;
@@ -390,6 +400,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
   const uint32_t smem_s = smem_addr(smem), table_s = smem_addr(scale_table),
                  scales_s = smem_addr(stage_scales);
+  if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 0] = global_ns();
+  bool traced_first = false;
   const int tid = threadIdx.x - 128, warp = tid / 32;
   /* Warpgroup tid / 128 owns weight rows 64 (tid / 128) ..; this thread's
    * accumulators (wgmma layout) are rows r0 and r0 + 8, columns (token m)
@@ -479,6 +491,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int u = 0; u < kTiles; u++)
         if (u < count) mbar_wait(smem_addr(full_bar + stages_of[u]), phases_of[u]);
+      if (p.trace && threadIdx.x == 128 && !traced_first) {
+        traced_first = true;
+        p.trace[blockIdx.x * 8 + 2] = global_ns();
+      }
       if (kFused) {
 #pragma unroll
         for (int u = 0; u < kTiles; u++) {
@@ -537,7 +553,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       g += count;
     }
 
+    if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 3] = global_ns();
     /* acc[j][e]: m = 8j + 2tig + (e & 1), n = 128b + r0 + 8 (e >> 1). */
+    if (p.skip_fixup && (g_first != 0 || seg_end < row_end)) continue; /* timing probe only */
     if (g_first != 0) {
       /* A later piece of a block row another CTA owns: hand over the partial. */
       float4 *slot = p.slots + ((size_t)blockIdx.x * kConsumerThreads + tid) * MT;
@@ -596,6 +614,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 4] = global_ns();
 }
 
 typedef void (*stream_kernel_fn)(const CUtensorMap, const CUtensorMap, const StreamParams);
@@ -676,6 +695,34 @@ fp8gemm_status encode(const fp8gemm_cuda_state *s, CUtensorMap *map, CUtensorMap
 
 }  // namespace
 
+/* FP8GEMM_CUDA_STREAM_TRACE=1 (a probe; synchronizes): per-CTA times of the
+ * last launch relative to the first CTA's start, in us. */
+fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
+  unsigned long long host[8 * 2048];
+  FP8GEMM_CUDA_TRY(cudaMemcpyAsync(host, p.trace, 8 * p.ctas * sizeof(host[0]),
+                                   cudaMemcpyDeviceToHost, s->stream),
+                   "trace");
+  FP8GEMM_CUDA_TRY(cudaStreamSynchronize(s->stream), "trace");
+  unsigned long long origin = ~0ull;
+  for (int c = 0; c < p.ctas; c++)
+    if (host[8 * c] && host[8 * c] < origin) origin = host[8 * c];
+  static const char *names[] = {"consumer start", "producer start", "first data", "last tile",
+                                "end"};
+  fprintf(stderr, "trace N=%d K=%d M=%d ctas=%d:", p.N, p.K, p.M, p.ctas);
+  for (int i = 0; i < 5; i++) {
+    double lo = 1e30, hi = 0, sum = 0;
+    for (int c = 0; c < p.ctas; c++) {
+      const double v = ((double)host[8 * c + i] - (double)origin) / 1000.0;
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      sum += v;
+    }
+    fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / p.ctas, hi);
+  }
+  fprintf(stderr, "\n");
+  return FP8GEMM_OK;
+}
+
 extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(void) {
   static const int mts[] = {1, 2, 4, 8, 16};
   for (int i = 0; i < 5; i++)
@@ -730,6 +777,16 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
   p.tiles = (long long)p.block_rows * p.groups;
   p.ctas = ctas_for(s, prob->N, prob->K);
   p.row_aligned = rows_aligned(s, prob->N);
+  p.trace = NULL;
+  const char *trace = getenv("FP8GEMM_CUDA_STREAM_TRACE");
+  if (trace && *trace == '1') {
+    static unsigned long long *buffer = NULL;
+    if (!buffer) FP8GEMM_CUDA_TRY(cudaMalloc((void **)&buffer, 8 * 2048 * sizeof(*buffer)), "trace");
+    FP8GEMM_CUDA_TRY(cudaMemsetAsync(buffer, 0, 8 * 2048 * sizeof(*buffer), s->stream), "trace");
+    p.trace = buffer;
+  }
+  const char *nofix = getenv("FP8GEMM_CUDA_STREAM_NOFIX");
+  p.skip_fixup = nofix && *nofix == '1';
   p.sx_stride_m = prob->scale_stride_m;
   p.sx_stride_g = prob->scale_stride_g;
   p.x_dtype = prob->x_dtype;
@@ -776,6 +833,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     p.stages = want_stages > 0 && want_stages < stages ? want_stages : stages;
     fn<<<(unsigned)p.ctas, kThreads, smem, s->stream>>>(map_x, map_w, p);
     FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM kernel launch");
+    if (p.trace) print_trace(s, p);
   }
   return FP8GEMM_OK;
 }
