@@ -55,6 +55,7 @@ def main():
     lib = cb.Lib(args.lib)
     stream = torch.cuda.current_stream().cuda_stream
     variants = parse_variants(args.variants)
+    variant_env = dict(variants)
     ctxs = {}
     for name, env in variants:
         saved = {k: os.environ.get(k) for k in env}
@@ -92,6 +93,12 @@ def main():
             ws_bytes = max(lib.workspace_size(c, handles[0], M) for c in ctxs.values())
             ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
             for vname, ctx in ctxs.items():
+                # Knobs read per call (FP8GEMM_CUDA_STREAM_*) must be set while
+                # this variant's calls (and graph captures) run, not only at
+                # context creation.
+                saved_env = {k: os.environ.get(k) for k in variant_env[vname]}
+                os.environ.update(variant_env[vname])
+
                 def gemm(r, ctx=ctx):
                     lib.check(lib.so.fp8gemm_gemm(ctx, handles[r], M, xq[r].data_ptr(), K,
                                                   sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
@@ -101,6 +108,7 @@ def main():
                     for _ in range(3):
                         gemm(0)
                     torch.cuda.synchronize()
+                    os.environ.update({k: v for k, v in saved_env.items() if v is not None})
                     continue
                 y.fill_(float("nan"))
                 gemm(0)
@@ -112,6 +120,11 @@ def main():
                 bad = bool(torch.isnan(out).any())
                 row[f"{vname}/{lname}_us"] = timer(gemm, rot)
                 row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
+                for k, v in saved_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
             for h in handles:
                 lib.so.fp8gemm_weight_destroy(h)
         if peer is not None:

@@ -65,6 +65,7 @@ constexpr int kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128;
 constexpr int kTileBytes = 128 * 128;
 constexpr int kMaxStages = 10;
+constexpr int kStreamK = 0, kRows = 1, kRowSplits = 2;
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
 
@@ -106,8 +107,9 @@ struct StreamParams {
   float4 *slots;          /* [ctas][256 threads][MT] */
   unsigned int *flags;    /* [ctas], zero between launches */
   int stages;             /* ring depth in use (<= the kernel's; benchmarks lower it) */
-  int row_aligned;        /* ranges of whole block rows (no fix-up), see fp8gemm_cuda_gemm_stream */
+  int ranges;             /* kStreamK, kRows or kRowSplits (see plan_ranges) */
   int block_rows;
+  int row_splits, split_groups; /* kRowSplits: ranges of split_groups groups of one row */
   int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
   unsigned long long *trace; /* FP8GEMM_CUDA_STREAM_TRACE=1: per-CTA timestamps (probe) */
 };
@@ -264,7 +266,10 @@ __device__ __forceinline__ unsigned long long global_ns() {
 }
 
 __device__ __forceinline__ long long range_start(const StreamParams &p, int cta) {
-  if (p.row_aligned) return (long long)cta * p.block_rows / p.ctas * p.groups;
+  if (p.ranges == kRows) return (long long)cta * p.block_rows / p.ctas * p.groups;
+  if (p.ranges == kRowSplits)
+    return (long long)(cta / p.row_splits) * p.groups +
+           min((cta % p.row_splits) * p.split_groups, p.groups);
   return (long long)cta * p.tiles / p.ctas;
 }
 
@@ -651,27 +656,50 @@ stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int 
   }
 }
 
-/* Ranges of whole block rows when that keeps >= 90% of the SMs busy (e.g.
- * 256 block rows on 132 SMs: 2 rows for most CTAs): no partial rows, so no
- * fix-up at the end. Else stream-K over tiles. FP8GEMM_CUDA_STREAM_ALIGN=0/2
- * forces stream-K / row ranges (benchmarks). */
-bool rows_aligned(const fp8gemm_cuda_state *s, size_t N) {
+/* How the tiles are cut into the CTAs' ranges:
+ *  - kRows (block rows >= SMs): whole block rows, rows * c / P ..;
+ *  - kRowSplits (fewer block rows than SMs): each block row cut into
+ *    floor(SMs / rows) runs of K groups, one per CTA;
+ *  - kStreamK: equal runs of tiles, cutting rows anywhere.
+ * Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md): the
+ * stream-K fix-up of rows cut mid-stream (a partial handed over in the
+ * middle of a CTA's range, owners waiting at the end) cost 3-15 us a call
+ * against the same kernel without it, more than the imbalance of whole
+ * rows (e.g. 192 rows on 132 SMs: 16.6 us against 19.6) or of a wave with
+ * a few SMs idle. With kRowSplits every CTA holds one piece, at its end.
+ * FP8GEMM_CUDA_STREAM_ALIGN=0/1/2 forces stream-K / rows / row splits. */
+void plan_ranges(const fp8gemm_cuda_state *s, size_t N, size_t K, int *mode, int *ctas,
+                 int *row_splits, int *split_groups) {
   const long long rows = (long long)((N + 127) / 128);
+  const int groups = (int)((K + 127) / 128);
+  const long long tiles = rows * groups;
   const char *env = getenv("FP8GEMM_CUDA_STREAM_ALIGN");
-  const int mode = env && *env ? atoi(env) : 1;
-  if (mode == 0) return false;
-  if (mode == 2) return true;
-  const long long waves = (rows + s->sm_count - 1) / s->sm_count;
-  return rows * 10 >= 9LL * s->sm_count * waves;
-}
-
-int ctas_for(const fp8gemm_cuda_state *s, size_t N, size_t K) {
-  const long long rows = (long long)((N + 127) / 128);
-  const long long tiles = rows * (long long)((K + 127) / 128);
-  long long ctas = rows_aligned(s, N) ? rows : tiles;
-  if (ctas > s->sm_count) ctas = s->sm_count;
-  if (ctas > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) ctas = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
-  return (int)ctas;
+  int m = env && *env ? atoi(env) : -1;
+  if (m < kStreamK || m > kRowSplits) m = rows >= s->sm_count ? kRows : kRowSplits;
+  *row_splits = 1;
+  *split_groups = groups;
+  long long n;
+  if (m == kRows) {
+    n = rows < s->sm_count ? rows : s->sm_count;
+  } else if (m == kRowSplits) {
+    long long want = s->sm_count / rows;
+    if (want < 1) want = 1;
+    if (want > groups) want = groups;
+    *split_groups = (int)((groups + want - 1) / want);
+    *row_splits = (groups + *split_groups - 1) / *split_groups;
+    n = rows * *row_splits;
+    if (n > s->sm_count) { /* more rows than SMs: whole rows */
+      m = kRows;
+      *row_splits = 1;
+      *split_groups = groups;
+      n = s->sm_count;
+    }
+  } else {
+    n = tiles < s->sm_count ? tiles : s->sm_count;
+  }
+  if (n > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) n = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
+  *mode = m;
+  *ctas = (int)n;
 }
 
 fp8gemm_status encode(const fp8gemm_cuda_state *s, CUtensorMap *map, CUtensorMapDataType type,
@@ -775,8 +803,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
   p.groups = (int)((prob->K + 127) / 128);
   p.block_rows = (int)((prob->N + 127) / 128);
   p.tiles = (long long)p.block_rows * p.groups;
-  p.ctas = ctas_for(s, prob->N, prob->K);
-  p.row_aligned = rows_aligned(s, prob->N);
+  plan_ranges(s, prob->N, prob->K, &p.ranges, &p.ctas, &p.row_splits, &p.split_groups);
   p.trace = NULL;
   const char *trace = getenv("FP8GEMM_CUDA_STREAM_TRACE");
   if (trace && *trace == '1') {
