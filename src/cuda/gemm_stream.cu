@@ -1,11 +1,12 @@
-/* Decode GEMM (M <= 128 per launch), stream-K: every weight byte read once,
- * by tensor-memory-engine copies, with the whole GPU busy until the end.
+/* Decode GEMM (M <= 128 per launch): every weight byte read once, by
+ * tensor-memory-engine copies, the work spread over the SMs in one wave.
  *
  * Work: the weight is cut into 16 KiB tiles, (128-row block row b, 128-wide
- * K group g), numbered t = b * groups + g. Each of P = min(tiles, SMs)
- * resident CTAs takes the contiguous range [c * T / P, (c + 1) * T / P):
- * every CTA moves the same number of bytes (to one tile), so no SM idles
- * while others finish a second wave, and no K split has to be chosen. In the
+ * K group g), numbered t = b * groups + g, and each of P <= SMs resident
+ * CTAs takes one contiguous range of them (plan_ranges): whole block rows
+ * when there are at least as many rows as SMs, else one run of K groups of
+ * one block row per CTA (floor(SMs / rows) runs per row); stream-K ranges
+ * (equal tile counts, rows cut anywhere) only when forced. In the
  * preshuffled layout a range is one contiguous run of memory.
  *
  * A CTA is a producer warp and two consumer warpgroups around a ring of
@@ -37,9 +38,9 @@
  * chunk ahead, and meet at a named barrier per chunk, so no scale load
  * (an L2 round trip under full HBM load) sits on a tile's path.
  *
- * Stream-K fix-up, deterministic: a block row cut between CTAs is finished
- * by the CTA holding its first tile (the owner, which reaches it last in its
- * range). Every other CTA of that row reaches it first in its range, writes
+ * Rows cut between CTAs, deterministic: a block row is finished by the CTA
+ * holding its first tile (the owner, which reaches it last in its range).
+ * Every other CTA of that row reaches it first in its range, writes
  * its fp32 partial (in register order, float4 per thread) to its own slot
  * of the workspace and raises its flag; the owner waits for the flags of the
  * CTAs after it, adds their slots in CTA order and stores y. All CTAs are
