@@ -45,8 +45,10 @@
  * of the workspace and raises its flag; the owner waits for the flags of the
  * CTAs after it, adds their slots in CTA order and stores y. All CTAs are
  * resident (P <= SMs, one CTA per SM by shared memory) and only owners wait,
- * on higher-numbered CTAs, so the waits always end. The owner clears the
- * flags for the next launch. */
+ * on higher-numbered CTAs, so the waits end, provided no other launch holds
+ * the SMs a contributor needs (two such launches on concurrent streams
+ * could; see the README's design notes). The owner clears the flags for
+ * the next launch. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
