@@ -148,6 +148,11 @@ typedef struct fp8gemm_backend_ops {
                                  fp8gemm_dtype x_dtype, const void *x, size_t ldx,
                                  fp8gemm_dtype y_dtype, void *y, size_t ldy, void *workspace,
                                  size_t workspace_bytes);
+  /* Optional: shuffle (dst != src, both host memory) that refuses NaN codes of
+   * src in the same pass, with check_weight_codes' error (the first such byte);
+   * dst is then unspecified. NULL: the core checks, then shuffles. */
+  fp8gemm_status (*shuffle_checked)(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                                    const uint8_t *src, fp8gemm_layout to, uint8_t *dst);
 } fp8gemm_backend_ops;
 
 extern const fp8gemm_backend_ops fp8gemm_cpu_backend;

@@ -163,7 +163,11 @@ fp8gemm_status fp8gemm_weight_create(fp8gemm_context *context, const fp8gemm_wei
   FP8GEMM_RETURN_IF_ERROR(check_desc(context, desc, desc->data));
   fp8gemm_layout target;
   FP8GEMM_RETURN_IF_ERROR(resolve_target(context, desc, &target));
-  FP8GEMM_RETURN_IF_ERROR(check_codes(context, desc, desc->data));
+  /* Where the backend can, the NaN-code check rides along the reordering
+   * pass (one read of the caller's bytes instead of two); else first. */
+  const bool checked_shuffle =
+      context->backend == FP8GEMM_BACKEND_CPU && context->ops->shuffle_checked != NULL;
+  if (!checked_shuffle) FP8GEMM_RETURN_IF_ERROR(check_codes(context, desc, desc->data));
 
   fp8gemm_weight *w = new_weight(context, desc);
   if (!w) return fp8gemm_set_error(FP8GEMM_ERROR_OUT_OF_MEMORY, "weight handle");
@@ -171,8 +175,11 @@ fp8gemm_status fp8gemm_weight_create(fp8gemm_context *context, const fp8gemm_wei
   fp8gemm_status status = context->ops->alloc(context, bytes, (void **)&w->data);
   if (status == FP8GEMM_OK) {
     w->owns_data = true;
-    if (context->backend == FP8GEMM_BACKEND_CPU) {
-      /* One pass: reorder straight from the caller's bytes into ours. */
+    if (checked_shuffle) {
+      /* One pass: check and reorder straight from the caller's bytes into ours. */
+      status = context->ops->shuffle_checked(context, desc->N, desc->K, desc->layout, desc->data,
+                                             target, w->data);
+    } else if (context->backend == FP8GEMM_BACKEND_CPU) {
       status = context->ops->shuffle(context, desc->N, desc->K, desc->layout, desc->data, target,
                                      w->data);
     } else {

@@ -163,6 +163,7 @@ const fp8gemm_backend_ops fp8gemm_cpu_backend = {
     .copy = cpu_copy,
     .shuffle = cpu_shuffle,
     .check_weight_codes = cpu_check_weight_codes,
+    .shuffle_checked = cpu_shuffle_checked,
     .quantize_activations = cpu_quantize_activations,
     .quantize_weight = cpu_quantize_weight,
     .gemm_scale_layout = cpu_gemm_scale_layout,

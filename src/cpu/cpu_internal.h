@@ -188,6 +188,8 @@ fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_lay
                            const uint8_t *src, fp8gemm_layout to, uint8_t *dst);
 fp8gemm_status cpu_check_weight_codes(fp8gemm_context *ctx, const uint8_t *data, size_t N,
                                       size_t K);
+fp8gemm_status cpu_shuffle_checked(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                                   const uint8_t *src, fp8gemm_layout to, uint8_t *dst);
 fp8gemm_status cpu_quantize_activations(fp8gemm_context *ctx, size_t M, size_t K,
                                         fp8gemm_dtype x_dtype, const void *x, size_t ldx,
                                         uint8_t *xq, size_t ldq, float *x_scale,

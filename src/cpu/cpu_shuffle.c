@@ -105,6 +105,11 @@ typedef struct shuffle_job {
   uint8_t *dst;
   uint8_t *scratch; /* per thread: unit_rows * K bytes, or NULL when not needed */
   atomic_size_t next_unit;
+  /* Checked shuffles: each unit's source bytes (contiguous in every layout)
+   * are scanned for NaN codes just before they are reordered, while they are
+   * in cache: one pass over the weight instead of two. */
+  bool check;
+  atomic_size_t first_nan; /* smallest offset of a NaN code in src, or SIZE_MAX */
 } shuffle_job;
 
 static void shuffle_unit(const shuffle_job *job, size_t u, uint8_t *scratch);
@@ -116,7 +121,19 @@ static void shuffle_task(void *opaque, int thread, int threads) {
   const size_t chunk = units / ((size_t)threads * 8) + 1;
   size_t begin, end;
   while (cpu_claim(&job->next_unit, chunk, units, &begin, &end))
-    for (size_t u = begin; u < end; u++) shuffle_unit(job, u, scratch);
+    for (size_t u = begin; u < end; u++) {
+      if (job->check) {
+        const size_t n0 = u * job->unit_rows;
+        const size_t rows = job->N - n0 < job->unit_rows ? job->N - n0 : job->unit_rows;
+        const size_t hit = job->kern->find_nan_code(rows * K, job->src + n0 * K);
+        if (hit != SIZE_MAX) {
+          size_t offset = n0 * K + hit, seen = atomic_load(&job->first_nan);
+          while (offset < seen && !atomic_compare_exchange_weak(&job->first_nan, &seen, offset)) {
+          }
+        }
+      }
+      shuffle_unit(job, u, scratch);
+    }
 }
 
 /* One unit (16-row panel or 128-row stripe) from job->from to job->to. */
@@ -126,7 +143,10 @@ static void shuffle_unit(const shuffle_job *job, size_t u, uint8_t *scratch) {
   const bool in_place = job->src == job->dst;
   const uint8_t *src = job->src + n0 * K;
   uint8_t *dst = job->dst + n0 * K;
-  if (job->from != FP8GEMM_LAYOUT_PRESHUFFLED_SM90 && job->to != FP8GEMM_LAYOUT_PRESHUFFLED_SM90) {
+  if (job->from == job->to) {
+    memcpy(dst, src, rows * K); /* checked copies only: plain shuffles of equal layouts memcpy whole */
+  } else if (job->from != FP8GEMM_LAYOUT_PRESHUFFLED_SM90 &&
+             job->to != FP8GEMM_LAYOUT_PRESHUFFLED_SM90) {
     if (in_place) {
       memcpy(scratch, src, rows * K);
       src = scratch;
@@ -148,14 +168,19 @@ static void shuffle_unit(const shuffle_job *job, size_t u, uint8_t *scratch) {
   }
 }
 
-fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
-                           const uint8_t *src, fp8gemm_layout to, uint8_t *dst) {
+static fp8gemm_status nan_code_error(const uint8_t *data, size_t first, size_t K);
+
+static fp8gemm_status shuffle_run(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                                  const uint8_t *src, fp8gemm_layout to, uint8_t *dst,
+                                  bool check) {
   cpu_state *st = cpu_state_of(ctx);
-  if (from == to) {
+  if (from == to && !check) {
     if (src != dst) memcpy(dst, src, N * K);
     return FP8GEMM_OK;
   }
   shuffle_job job;
+  job.check = check;
+  atomic_init(&job.first_nan, SIZE_MAX);
   job.kern = st->kernels;
   job.N = N;
   job.K = K;
@@ -170,7 +195,7 @@ fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_lay
   const size_t units = fp8gemm_ceil_div(N, job.unit_rows);
   int threads = st->num_threads;
   if ((size_t)threads > units) threads = (int)units;
-  const bool needs_scratch = src == dst ||
+  const bool needs_scratch = (src == dst && from != to) ||
                              (to == FP8GEMM_LAYOUT_PRESHUFFLED_SM90 && from != FP8GEMM_LAYOUT_PLAIN) ||
                              (from == FP8GEMM_LAYOUT_PRESHUFFLED_SM90 && to != FP8GEMM_LAYOUT_PLAIN);
   if (needs_scratch) {
@@ -181,7 +206,22 @@ fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_lay
   }
   cpu_pool_run(st->pool, threads, shuffle_task, &job);
   free(job.scratch);
-  return FP8GEMM_OK;
+  const size_t first = atomic_load(&job.first_nan);
+  return first == SIZE_MAX ? FP8GEMM_OK : nan_code_error(src, first, K);
+}
+
+fp8gemm_status cpu_shuffle(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                           const uint8_t *src, fp8gemm_layout to, uint8_t *dst) {
+  return shuffle_run(ctx, N, K, from, src, to, dst, false);
+}
+
+fp8gemm_status cpu_shuffle_checked(fp8gemm_context *ctx, size_t N, size_t K, fp8gemm_layout from,
+                                   const uint8_t *src, fp8gemm_layout to, uint8_t *dst) {
+  if (src == dst) { /* in place: refuse before any byte moves */
+    FP8GEMM_RETURN_IF_ERROR(cpu_check_weight_codes(ctx, src, N, K));
+    return shuffle_run(ctx, N, K, from, src, to, dst, false);
+  }
+  return shuffle_run(ctx, N, K, from, src, to, dst, true);
 }
 
 /* ---- NaN codes ------------------------------------------------------------------------- */
@@ -238,6 +278,10 @@ fp8gemm_status cpu_check_weight_codes(fp8gemm_context *ctx, const uint8_t *data,
   }
   const size_t first = atomic_load(&job.first);
   if (first == SIZE_MAX) return FP8GEMM_OK;
+  return nan_code_error(data, first, K);
+}
+
+static fp8gemm_status nan_code_error(const uint8_t *data, size_t first, size_t K) {
   return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
                            "weight: byte %zu is 0x%02X, an e4m3fn NaN code (at (n, k) = (%zu, %zu) "
                            "in plain order); weights must be finite",

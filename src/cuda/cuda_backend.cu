@@ -373,4 +373,5 @@ extern "C" const fp8gemm_backend_ops fp8gemm_cuda_backend = {
     /* gemm */ cuda_gemm,
     /* convert_scales */ cuda_convert_scales,
     /* linear_fused */ cuda_linear_fused,
+    /* shuffle_checked */ NULL, /* weights reach the GPU after the host-side check */
 };

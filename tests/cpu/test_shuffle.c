@@ -1,7 +1,8 @@
 /* The CPU backend's shuffles: every ordered pair of layouts, out of place
  * and in place, on shapes with partial 16-row panels and partial 128-wide
  * tiles, with 1, 2 and 3 threads (uneven splits), against the core's index
- * functions; and the NaN-code check with the offending byte named. */
+ * functions; and the NaN-code check with the offending byte named, standalone
+ * and riding along weight creation's reordering pass. */
 #include "cpu_testing.h"
 
 static const fp8gemm_layout all_layouts[] = {FP8GEMM_LAYOUT_PLAIN, FP8GEMM_LAYOUT_PRESHUFFLED_CPU,
@@ -89,7 +90,72 @@ static void test_nan_codes(void **state) {
   fp8gemm_context_destroy(ctx);
 }
 
+/* weight_create checks the codes during its reordering pass: every source
+ * and target layout (equal ones too: a checked copy), 1-3 threads. The
+ * first NaN code in source byte order is named; a clean weight exports the
+ * bytes it was given; in place, a refused buffer is left as it was. */
+static void test_nan_codes_every_layout(void **state) {
+  (void)state;
+  tu_rng rng = tu_rng_make(tu_seed());
+  static const size_t shapes[][2] = {{1000, 2064}, {1024, 2048}, {130, 272}};
+  float scales[8 * 17];
+  for (size_t i = 0; i < 8 * 17; i++) scales[i] = 1.0f;
+  /* The layouts a CPU weight can be kept in. */
+  static const fp8gemm_layout targets[] = {FP8GEMM_LAYOUT_PLAIN, FP8GEMM_LAYOUT_PRESHUFFLED_CPU};
+  for (int threads = 1; threads <= 3; threads++) {
+    fp8gemm_context *ctx = ct_context(threads);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+      const size_t N = shapes[s][0], K = shapes[s][1], bytes = N * K;
+      uint8_t *src = tu_malloc(bytes), *back = tu_malloc(bytes);
+      for (size_t a = 0; a < 4; a++)
+        for (size_t b = 0; b < 2; b++) {
+          const fp8gemm_layout from = all_layouts[a], to = targets[b];
+          if (fp8gemm_layout_check(from, N, K) != FP8GEMM_OK ||
+              fp8gemm_layout_check(to, N, K) != FP8GEMM_OK)
+            continue;
+          ct_fill_codes(&rng, src, bytes);
+          fp8gemm_weight_desc d;
+          fp8gemm_weight_desc_init(&d);
+          d.N = N;
+          d.K = K;
+          d.dtype = FP8GEMM_DTYPE_E4M3FN;
+          d.data = src;
+          d.layout = from;
+          d.scale_inv = scales;
+          d.target_layout = (int)to;
+          fp8gemm_weight *weight = NULL;
+          TU_OK(fp8gemm_weight_create(ctx, &d, &weight));
+          assert_int_equal(fp8gemm_weight_layout(weight), to);
+          TU_OK(fp8gemm_weight_export(weight, from, back));
+          if (memcmp(back, src, bytes))
+            fail_msg("%s -> %s N=%zu K=%zu (%d threads): exported bytes differ",
+                     fp8gemm_layout_name(from), fp8gemm_layout_name(to), N, K, threads);
+          fp8gemm_weight_destroy(weight);
+          /* Two NaN codes in separate halves of the buffer; the earlier one is named. */
+          const size_t late = bytes - 1 - (size_t)(tu_next(&rng) % (bytes / 3));
+          const size_t early = (size_t)(tu_next(&rng) % (bytes / 2));
+          src[late] = 0x7F;
+          src[early] = 0xFF;
+          char needle[64];
+          snprintf(needle, sizeof needle, "byte %zu ", early);
+          weight = NULL;
+          TU_EXPECT_ERROR(fp8gemm_weight_create(ctx, &d, &weight), FP8GEMM_ERROR_INVALID_ARGUMENT,
+                          needle);
+          assert_null(weight);
+          memcpy(back, src, bytes);
+          TU_EXPECT_ERROR(fp8gemm_weight_create_in_place(ctx, &d, src, &weight),
+                          FP8GEMM_ERROR_INVALID_ARGUMENT, needle);
+          assert_memory_equal(back, src, bytes);
+        }
+      free(src);
+      free(back);
+    }
+    fp8gemm_context_destroy(ctx);
+  }
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_all_pairs), cmocka_unit_test(test_nan_codes)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_all_pairs), cmocka_unit_test(test_nan_codes),
+                                     cmocka_unit_test(test_nan_codes_every_layout)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
