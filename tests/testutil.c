@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,19 @@ void *tu_malloc(size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
   if (!p) fail_msg("out of memory (%zu bytes)", bytes);
   return p;
+}
+
+void *tu_read_file(const char *path, size_t *size) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("fopen %s: %s", path, strerror(errno));
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *bytes = tu_malloc((size_t)n + 1);
+  assert_int_equal(fread(bytes, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *size = (size_t)n;
+  return bytes;
 }
 
 double tu_rel_err(const float *y, size_t ldy, const double *ref, size_t ldr, size_t M, size_t N) {

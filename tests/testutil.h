@@ -25,6 +25,8 @@ float tu_uniform(tu_rng *rng); /* [-1, 1) */
 float tu_normal(tu_rng *rng);
 void tu_fill_normal(tu_rng *rng, float *dst, size_t count, float scale);
 void *tu_malloc(size_t bytes); /* fails the test on NULL */
+/* The whole file (one spare byte after it); fails the test if it cannot be read. */
+void *tu_read_file(const char *path, size_t *size);
 
 /* ||y - ref|| / ||ref|| over an M x N block. */
 double tu_rel_err(const float *y, size_t ldy, const double *ref, size_t ldr, size_t M, size_t N);

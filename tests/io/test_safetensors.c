@@ -62,19 +62,6 @@ static void remove_tree(const char *dir) {
   rmdir(dir);
 }
 
-static void *read_whole(const char *path, size_t *size) {
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("fopen %s: %s", path, strerror(errno));
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *bytes = tu_malloc((size_t)n + 1);
-  assert_int_equal(fread(bytes, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *size = (size_t)n;
-  return bytes;
-}
-
 /* 8-byte length + header text + `data_size` bytes of a pattern. */
 static uint8_t *make_bytes(const char *header, size_t data_size, size_t *size) {
   size_t h = strlen(header);
@@ -158,7 +145,7 @@ static void test_round_trip(void **state) {
   assert_int_equal(count_entries(dir), 1); /* no temporary file left */
 
   size_t size;
-  uint8_t *bytes = read_whole(path, &size);
+  uint8_t *bytes = tu_read_file(path, &size);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; i--) header_len = header_len << 8 | bytes[i];
   assert_int_equal((8 + header_len) % 64, 0); /* data section aligned */

@@ -70,19 +70,6 @@ static int run_cli(const char *first, ...) {
       fail_msg("output does not mention '%s':\n%s", (needle), out_text);              \
   } while (0)
 
-static void *read_whole(const char *path, size_t *size) {
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("fopen %s: %s", path, strerror(errno));
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *bytes = tu_malloc((size_t)n + 1);
-  assert_int_equal(fread(bytes, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *size = (size_t)n;
-  return bytes;
-}
-
 static void write_bytes(const char *path, const void *bytes, size_t size) {
   FILE *f = fopen(path, "wb");
   assert_non_null(f);
@@ -256,7 +243,7 @@ static void test_quantize_default(void **state) {
   (void)state;
   const char *in = path_in("model.safetensors"), *out = path_in("fp8.safetensors");
   size_t in_size;
-  void *before = read_whole(in, &in_size);
+  void *before = tu_read_file(in, &in_size);
   assert_int_equal(run_cli("quantize", in, out, NULL), 0);
   EXPECT_OUTPUT("quantized 4 weights, kept 3 2-D weights");
   EXPECT_OUTPUT("model.layers.0.self_attn.o_proj.weight");
@@ -269,7 +256,7 @@ static void test_quantize_default(void **state) {
   check_quantized(in, out, expected);
   /* The input is only read. */
   size_t after_size;
-  void *after = read_whole(in, &after_size);
+  void *after = tu_read_file(in, &after_size);
   assert_int_equal(after_size, in_size);
   assert_memory_equal(before, after, in_size);
   free(before);
@@ -388,7 +375,7 @@ static void test_shuffle_round_trip(void **state) {
   EXPECT_OUTPUT("shuffled 0 weights, 3 already in their layout");
   EXPECT_OUTPUT("already aiter16x16");
   size_t sa, sb;
-  void *ba = read_whole(aiter, &sa), *bb = read_whole(again, &sb);
+  void *ba = tu_read_file(aiter, &sa), *bb = tu_read_file(again, &sb);
   assert_int_equal(sa, sb);
   assert_memory_equal(ba, bb, sa);
   free(ba);
@@ -401,7 +388,7 @@ static void test_shuffle_round_trip(void **state) {
 
   /* plain undoes it bit-exactly: the whole file is the quantized one. */
   assert_int_equal(run_cli("shuffle", "--layout", "plain", cpu, plain, NULL), 0);
-  void *original = read_whole(fp8, &sa), *restored = read_whole(plain, &sb);
+  void *original = tu_read_file(fp8, &sa), *restored = tu_read_file(plain, &sb);
   assert_int_equal(sa, sb);
   assert_memory_equal(original, restored, sa);
   free(original);
@@ -483,7 +470,7 @@ static void test_inspect(void **state) {
 
   /* Invalid: truncated, not safetensors, missing. */
   size_t size;
-  uint8_t *bytes = read_whole(fp8, &size);
+  uint8_t *bytes = tu_read_file(fp8, &size);
   write_bytes(bad, bytes, size - 1);
   assert_int_equal(run_cli("inspect", bad, NULL), 1);
   EXPECT_OUTPUT("invalid");
