@@ -104,11 +104,17 @@ def main():
                                                   sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
                                                   cb.DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
                                                   ws_bytes), "gemm")
+                def restore():
+                    for k, v in saved_env.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
                 if args.once:
                     for _ in range(3):
                         gemm(0)
                     torch.cuda.synchronize()
-                    os.environ.update({k: v for k, v in saved_env.items() if v is not None})
+                    restore()
                     continue
                 y.fill_(float("nan"))
                 gemm(0)
@@ -120,11 +126,7 @@ def main():
                 bad = bool(torch.isnan(out).any())
                 row[f"{vname}/{lname}_us"] = timer(gemm, rot)
                 row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
-                for k, v in saved_env.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+                restore()
             for h in handles:
                 lib.so.fp8gemm_weight_destroy(h)
         if peer is not None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Decode-path pass on the Hopper machine, building nothing: the read roof
-# (bench/read_roof.cu), the GPU tests with the stream-K decode kernel forced
+# (bench/read_roof.cu), the GPU tests with the decode kernel (gemm_stream) forced
 # for every M (and the fused linear for M <= 32), compute-sanitizer on that
 # configuration, and the decode rows (M <= 128) of the benchmark with each
 # small-M kernel forced, against torch's blockwise scaled_mm.
@@ -57,6 +57,11 @@ if has sanitize; then
   done
   run sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 \
     compute-sanitizer --tool memcheck --error-exitcode 99 "$ART/cuda_test_ops"
+  # Default dispatch: decode row splits, large-M split-K (cooperative), two streams at once.
+  for tool in memcheck racecheck; do
+    run sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 \
+      compute-sanitizer --tool $tool --error-exitcode 99 "$ART/cuda_test_graph"
+  done
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log"
 fi
 if has bench; then

@@ -35,7 +35,8 @@
  * grid size, and tiles are numbered in groups of 16 M-blocks so the tiles in
  * flight at once share activation and weight panels in L2. When there are
  * fewer 128 x 128 tiles than SMs (M of a few hundred or less), K is split
- * so that tiles x splits <= SMs: every unit then has its own resident CTA,
+ * so that tiles x splits <= SMs: every unit then has its own CTA, all
+ * resident at once (launched cooperatively),
  * the CTAs of a tile write fp32 partials, wait for each other on a counter,
  * and each adds up (in split order: deterministic) its own slice of rows. */
 #include <stdint.h>
@@ -317,9 +318,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (col < p.N && row1_ok) mine[(size_t)row1 * p.N + col] = a[2];
           if (col + 1 < p.N && row1_ok) mine[(size_t)row1 * p.N + col + 1] = a[3];
         }
-      /* Every unit of a split launch has its own resident CTA (units <= SMs,
-       * one CTA per SM), so the tile's CTAs wait for each other and then
-       * each adds up its own slice of rows: the reduction runs in parallel. */
+      /* Every unit of a split launch has its own CTA (units <= SMs), all
+       * resident at once (cooperative launch), so the tile's CTAs wait for
+       * each other and then each adds up its own slice of rows: the
+       * reduction runs in parallel. */
       __threadfence();
       asm volatile("bar.sync 1, 256;" ::: "memory"); /* the two consumer warpgroups */
       if (threadIdx.x == 128) {
@@ -497,8 +499,22 @@ fp8gemm_status launch(fp8gemm_cuda_state *s, const CUtensorMap &map_x, const CUt
   if (units > 0x7fffffffLL)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %lld tiles", units);
   const unsigned grid = (unsigned)(units < s->sm_count ? units : s->sm_count);
-  gemm_large_kernel<kPreshuffled, kBN>
-      <<<grid, kThreads, Tile<kBN>::smem_bytes, s->stream>>>(map_x, map_w, map_y, p);
+  /* A split launch's CTAs wait for each other (see the split-K epilogue):
+   * launched cooperatively, they are all resident at once even when
+   * another launch on a concurrent stream holds some SMs. */
+  cudaLaunchAttribute cooperative;
+  cooperative.id = cudaLaunchAttributeCooperative;
+  cooperative.val.cooperative = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = Tile<kBN>::smem_bytes;
+  config.stream = s->stream;
+  config.attrs = &cooperative;
+  config.numAttrs = p.splits > 1 ? 1 : 0;
+  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPreshuffled, kBN>, map_x, map_w,
+                                      map_y, p),
+                   "large-M GEMM kernel launch");
   return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
 }
 

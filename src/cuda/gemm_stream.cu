@@ -5,8 +5,7 @@
  * K group g), numbered t = b * groups + g, and each of P <= SMs resident
  * CTAs takes one contiguous range of them (plan_ranges): whole block rows
  * when there are at least as many rows as SMs, else one run of K groups of
- * one block row per CTA (floor(SMs / rows) runs per row); stream-K ranges
- * (equal tile counts, rows cut anywhere) only when forced. In the
+ * one block row per CTA (floor(SMs / rows) runs per row). In the
  * preshuffled layout a range is one contiguous run of memory.
  *
  * A CTA is a producer warp and two consumer warpgroups around a ring of
@@ -38,17 +37,13 @@
  * chunk ahead, and meet at a named barrier per chunk, so no scale load
  * (an L2 round trip under full HBM load) sits on a tile's path.
  *
- * Rows cut between CTAs, deterministic: a block row is finished by the CTA
- * holding its first tile (the owner, which reaches it last in its range).
- * Every other CTA of that row reaches it first in its range, writes
- * its fp32 partial (in register order, float4 per thread) to its own slot
- * of the workspace and raises its flag; the owner waits for the flags of the
- * CTAs after it, adds their slots in CTA order and stores y. All CTAs are
- * resident (P <= SMs, one CTA per SM by shared memory) and only owners wait,
- * on higher-numbered CTAs, so the waits end, provided no other launch holds
- * the SMs a contributor needs (two such launches on concurrent streams
- * could; see the README's design notes). The owner clears the flags for
- * the next launch. */
+ * Rows cut between CTAs (row splits), wait-free and deterministic: each
+ * piece's CTA writes its fp32 partial (register order, float4 per thread)
+ * to its own workspace slot and counts itself in the row's counter; the
+ * last to arrive adds the row's pieces in CTA order and stores y, and
+ * resets the counter for the next launch. No CTA waits for another, so the
+ * kernel needs no co-residency (a concurrent launch may hold SMs), and the
+ * sum is the same whichever CTA finishes last. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +63,7 @@ constexpr int kConsumerThreads = kConsumerWarps * 32;
 constexpr int kThreads = kConsumerThreads + 128;
 constexpr int kTileBytes = 128 * 128;
 constexpr int kMaxStages = 10;
-constexpr int kStreamK = 0, kRows = 1, kRowSplits = 2;
+constexpr int kRows = 1, kRowSplits = 2;
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
 
@@ -107,10 +102,10 @@ struct StreamParams {
   size_t ldy;
   fp8gemm_dtype y_dtype;
   int M;
-  float4 *slots;          /* [ctas][256 threads][MT] */
+  float4 *slots;          /* [ctas][MT][256 threads] */
   unsigned int *flags;    /* [ctas], zero between launches */
   int stages;             /* ring depth in use (<= the kernel's; benchmarks lower it) */
-  int ranges;             /* kStreamK, kRows or kRowSplits (see plan_ranges) */
+  int ranges;             /* kRows or kRowSplits (see plan_ranges) */
   int block_rows;
   int row_splits, split_groups; /* kRowSplits: ranges of split_groups groups of one row */
   int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
@@ -250,10 +245,10 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-__device__ __forceinline__ unsigned int load_acquire(const unsigned int *p) {
-  unsigned int v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
+__device__ __forceinline__ unsigned int atomic_add_acq_rel(unsigned int *p, unsigned int v) {
+  unsigned int old;
+  asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
 }
 
 __device__ __forceinline__ void cp_async4(void *smem_dst, const void *gmem_src) {
@@ -270,10 +265,8 @@ __device__ __forceinline__ unsigned long long global_ns() {
 
 __device__ __forceinline__ long long range_start(const StreamParams &p, int cta) {
   if (p.ranges == kRows) return (long long)cta * p.block_rows / p.ctas * p.groups;
-  if (p.ranges == kRowSplits)
-    return (long long)(cta / p.row_splits) * p.groups +
-           min((cta % p.row_splits) * p.split_groups, p.groups);
-  return (long long)cta * p.tiles / p.ctas;
+  return (long long)(cta / p.row_splits) * p.groups +
+         min((cta % p.row_splits) * p.split_groups, p.groups);
 }
 
 __device__ __forceinline__ float half_bits_to_float(fp8gemm_dtype dtype, uint32_t bits) {
@@ -471,6 +464,8 @@ __global__ void __launch_bounds__(kThreads, 1)
          * into the half whose last reader has passed this barrier. */
         cp_async_wait<0>();
         named_bar(1, kConsumerThreads);
+        if (p.trace && threadIdx.x == 128 && chunk == 0 && !traced_first)
+          p.trace[blockIdx.x * 8 + 6] = global_ns();
         fill_scales(chunk + 1);
         cp_async_commit();
       }
@@ -563,41 +558,51 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 3] = global_ns();
     /* acc[j][e]: m = 8j + 2tig + (e & 1), n = 128b + r0 + 8 (e >> 1). */
-    if (p.skip_fixup && (g_first != 0 || seg_end < row_end)) continue; /* timing probe only */
-    if (g_first != 0) {
-      /* A later piece of a block row another CTA owns: hand over the partial. */
-      float4 *slot = p.slots + ((size_t)blockIdx.x * kConsumerThreads + tid) * MT;
+    if (g_first != 0 || seg_end < row_end) {
+      /* One of the row's row_splits pieces (CTAs b * row_splits ..): every
+       * piece goes to its slot, and the last to arrive adds all of them in
+       * CTA order and stores y. Nobody waits for
+       * another CTA, and the sum's order does not depend on who is last. */
+      if (p.skip_fixup) continue; /* timing probe only */
+      /* Slot layout [cta][j][thread]: a warp's store covers 512 contiguous
+       * bytes (thread-major [thread][j] made 32 partial lines per store). */
+      float4 *slot = p.slots + (size_t)blockIdx.x * MT * kConsumerThreads + tid;
 #pragma unroll
-      for (int j = 0; j < MT; j++) __stcg(slot + j, make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
-      __threadfence();
+      for (int j = 0; j < MT; j++)
+        __stcg(slot + j * kConsumerThreads, make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
+      /* Release/acquire through one thread (no fence in every thread): the
+       * barrier orders every thread's slot stores before tid 0's release
+       * add, and tid 0's acquire before every thread's loads below. */
       named_bar(1, kConsumerThreads);
-      if (tid == 0) atomicExch(p.flags + blockIdx.x, 1u);
-      continue;
-    }
-    if (seg_end < row_end) {
-      /* The owner of a block row continued by the CTAs after it: wait for
-       * all their flags at once, then add their slots in CTA order, loading
-       * a few slots ahead (each wait or load is an L2 round trip). */
-      int contributors = 0;
-      while (blockIdx.x + 1 + contributors < p.ctas &&
-             range_start(p, blockIdx.x + 1 + contributors) < row_end)
-        contributors++;
-      for (int i = tid; i < contributors; i += kConsumerThreads) {
-        unsigned int *flag = p.flags + blockIdx.x + 1 + i;
-        while (load_acquire(flag) == 0u) __nanosleep(32);
-        *flag = 0u; /* ready for the next launch */
+      int last = 0;
+      if (tid == 0) {
+        last = atomic_add_acq_rel(p.flags + b, 1u) == (unsigned)(p.row_splits - 1);
+        if (last) p.flags[b] = 0u; /* every piece has arrived: ready for the next launch */
       }
-      named_bar(1, kConsumerThreads);
-      __threadfence();
-      constexpr int kAhead = 16 / MT;
-      for (int c0 = 0; c0 < contributors; c0 += kAhead) {
+      /* Same value in every thread; through a shuffle ptxas knows it is
+       * uniform and keeps the loop's indices in uniform registers. */
+      last = __shfl_sync(0xffffffffu, named_bar_or(1, kConsumerThreads, last), 0);
+      if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 5] = global_ns();
+      if (!last) continue;
+      /* The sum reads every slot, this CTA's own too (written above), so
+       * no second copy of the accumulators stays live. */
+      const int first_cta = b * p.row_splits;
+#pragma unroll
+      for (int j = 0; j < MT; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
+      /* Several slots in flight at once (each load is an L2 round trip). */
+      constexpr int kAhead = 32 / MT;
+      for (int c0 = 0; c0 < p.row_splits; c0 += kAhead) {
         float4 v[kAhead][MT];
 #pragma unroll
         for (int u = 0; u < kAhead; u++) {
-          const float4 *slot = p.slots + ((size_t)(blockIdx.x + 1 + c0 + u) * kConsumerThreads + tid) * MT;
+          const int c = c0 + u;
+          const float4 *piece = p.slots + (size_t)(first_cta + c) * MT * kConsumerThreads + tid;
 #pragma unroll
           for (int j = 0; j < MT; j++)
-            v[u][j] = c0 + u < contributors ? __ldcg(slot + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+            v[u][j] = c < p.row_splits ? __ldcg(piece + j * kConsumerThreads)
+                                       : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #pragma unroll
         for (int u = 0; u < kAhead; u++)
@@ -609,6 +614,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             acc[j][3] += v[u][j].w;
           }
       }
+      if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 7] = global_ns();
     }
 #pragma unroll
     for (int e = 0; e < 4; e++) {
@@ -662,29 +668,27 @@ stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int 
 /* How the tiles are cut into the CTAs' ranges:
  *  - kRows (block rows >= SMs): whole block rows, rows * c / P ..;
  *  - kRowSplits (fewer block rows than SMs): each block row cut into
- *    floor(SMs / rows) runs of K groups, one per CTA;
- *  - kStreamK: equal runs of tiles, cutting rows anywhere.
- * Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md): the
- * stream-K fix-up of rows cut mid-stream (a partial handed over in the
- * middle of a CTA's range, owners waiting at the end) cost 3-15 us a call
- * against the same kernel without it, more than the imbalance of whole
- * rows (e.g. 192 rows on 132 SMs: 16.6 us against 19.6) or of a wave with
- * a few SMs idle. With kRowSplits every CTA holds one piece, at its end.
- * FP8GEMM_CUDA_STREAM_ALIGN=0/1/2 forces stream-K / rows / row splits. */
+ *    floor(SMs / rows) runs of K groups, one per CTA, every CTA's piece at
+ *    its end.
+ * Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md): stream-K
+ * ranges (equal tile counts, rows cut anywhere, so partials handed over in
+ * the middle of a CTA's range) cost 3-15 us a call more than these, more
+ * than the imbalance of whole rows (e.g. 192 rows on 132 SMs: 16.6 us
+ * against 19.6) or of a wave with a few SMs idle; they were removed.
+ * FP8GEMM_CUDA_STREAM_ALIGN=1/2 forces rows / row splits (benchmarks). */
 void plan_ranges(const fp8gemm_cuda_state *s, size_t N, size_t K, int *mode, int *ctas,
                  int *row_splits, int *split_groups) {
   const long long rows = (long long)((N + 127) / 128);
   const int groups = (int)((K + 127) / 128);
-  const long long tiles = rows * groups;
   const char *env = getenv("FP8GEMM_CUDA_STREAM_ALIGN");
   int m = env && *env ? atoi(env) : -1;
-  if (m < kStreamK || m > kRowSplits) m = rows >= s->sm_count ? kRows : kRowSplits;
+  if (m < kRows || m > kRowSplits) m = rows >= s->sm_count ? kRows : kRowSplits;
   *row_splits = 1;
   *split_groups = groups;
   long long n;
   if (m == kRows) {
     n = rows < s->sm_count ? rows : s->sm_count;
-  } else if (m == kRowSplits) {
+  } else {
     long long want = s->sm_count / rows;
     if (want < 1) want = 1;
     if (want > groups) want = groups;
@@ -697,8 +701,6 @@ void plan_ranges(const fp8gemm_cuda_state *s, size_t N, size_t K, int *mode, int
       *split_groups = groups;
       n = s->sm_count;
     }
-  } else {
-    n = tiles < s->sm_count ? tiles : s->sm_count;
   }
   if (n > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) n = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
   *mode = m;
@@ -737,18 +739,24 @@ fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
   unsigned long long origin = ~0ull;
   for (int c = 0; c < p.ctas; c++)
     if (host[8 * c] && host[8 * c] < origin) origin = host[8 * c];
+  /* In the order they happen; min/mean/max over the CTAs that stamped. */
+  static const int order[] = {0, 1, 6, 2, 3, 5, 7, 4};
   static const char *names[] = {"consumer start", "producer start", "first data", "last tile",
-                                "end"};
+                                "end", "piece handed off", "first scales", "row summed"};
   fprintf(stderr, "trace N=%d K=%d M=%d ctas=%d:", p.N, p.K, p.M, p.ctas);
-  for (int i = 0; i < 5; i++) {
+  for (int k = 0; k < 8; k++) {
+    const int i = order[k];
     double lo = 1e30, hi = 0, sum = 0;
+    int n = 0;
     for (int c = 0; c < p.ctas; c++) {
+      if (!host[8 * c + i]) continue;
       const double v = ((double)host[8 * c + i] - (double)origin) / 1000.0;
       lo = v < lo ? v : lo;
       hi = v > hi ? v : hi;
       sum += v;
+      n++;
     }
-    fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / p.ctas, hi);
+    if (n) fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / n, hi);
   }
   fprintf(stderr, "\n");
   return FP8GEMM_OK;
@@ -789,7 +797,7 @@ extern "C" int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s,
 extern "C" size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
                                                 size_t K) {
   const size_t rows = M < FP8GEMM_CUDA_SMALL_M_MAX ? M : FP8GEMM_CUDA_SMALL_M_MAX;
-  /* Sized for stream-K (at least as many CTAs as row ranges). */
+  /* One slot per CTA; never more CTAs than tiles or SMs. */
   const long long tiles = (long long)((N + 127) / 128) * (long long)((K + 127) / 128);
   const size_t ctas = (size_t)(tiles < s->sm_count ? tiles : s->sm_count);
   return ctas * kConsumerThreads * tiles_for(rows) * sizeof(float4);

@@ -1,8 +1,9 @@
 /* A forward captured in a CUDA graph and replayed gives the same bytes as
  * the direct call (capture in global mode fails on any allocation or host
  * synchronization inside the forward), also after the input changes in
- * place; and the fused single-launch linear agrees with quantize + GEMM as
- * two launches. */
+ * place; the fused single-launch linear agrees with quantize + GEMM as
+ * two launches; and launches on two concurrent streams (two contexts) whose
+ * CTAs combine partial sums finish with the serial results. */
 #include "cuda_test_util.h"
 
 static tu_rng g_rng;
@@ -171,6 +172,42 @@ static void test_fused_matches_two_launches(void **state) {
   printf("# fused linear == quantize + gemm for M in {1,2,3,8,16,17,32}, both layouts\n");
 }
 
+/* Two contexts on two non-blocking streams, each queuing many forwards
+ * whose CTAs hand partial sums to each other (decode row splits; large-M
+ * split-K), so the launches overlap on the SMs. A kernel that waited for
+ * CTAs of its own launch that another launch keeps off the SMs would hang
+ * here; the results must be the serial ones, byte for byte. */
+static void test_concurrent_streams(void **state) {
+  (void)state;
+  const size_t ms[] = {4, 48}; /* decode kernel (row splits); large kernel (split K) */
+  for (int i = 0; i < 2; i++) {
+    const size_t M = ms[i], N = 2112, K = ct_quick() ? 1024 : 7168;
+    forward_setup f[2];
+    make_setup(&f[0], M, N, K, FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
+    make_setup(&f[1], M, N, K, FP8GEMM_LAYOUT_PLAIN);
+    uint16_t *serial[2], *concurrent[2];
+    for (int s = 0; s < 2; s++) {
+      serial[s] = tu_malloc(M * N * 2);
+      concurrent[s] = tu_malloc(M * N * 2);
+      forward(&f[s]);
+      read_y(&f[s], serial[s]);
+      CT_CUDA(cudaMemsetAsync(f[s].d_y, 0xFF, M * N * 2, f[s].stream));
+      TU_OK(fp8gemm_context_synchronize(f[s].ctx));
+    }
+    for (int r = 0; r < 64; r++)
+      for (int s = 0; s < 2; s++) forward(&f[s]);
+    for (int s = 0; s < 2; s++) {
+      read_y(&f[s], concurrent[s]);
+      if (memcmp(serial[s], concurrent[s], M * N * 2) != 0)
+        fail_msg("concurrent streams: M=%zu stream %d differs from its serial result", M, s);
+      free(concurrent[s]);
+      free(serial[s]);
+      free_setup(&f[s]);
+    }
+    printf("# two streams x 64 forwards, M=%zu N=%zu K=%zu: serial results\n", M, N, K);
+  }
+}
+
 static int setup(void **state) {
   (void)state;
   g_rng = tu_rng_make(tu_seed());
@@ -184,6 +221,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_graph_capture),
       cmocka_unit_test(test_fused_matches_two_launches),
+      cmocka_unit_test(test_concurrent_streams),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
