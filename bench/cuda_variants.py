@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--linear", action="store_true",
+                    help="time fp8gemm_linear on bf16 x (quantize + GEMM, fused where enabled)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -82,6 +84,8 @@ def main():
         w_scale = [torch.rand((nb, groups), device="cuda", generator=gen) * 0.02 + 0.005
                    for _ in range(rot)]
         xq = [cb.random_codes((M, K), gen) for _ in range(rot)]
+        x16 = [torch.randn((M, K), device="cuda", generator=gen).to(torch.bfloat16)
+               for _ in range(rot)] if args.linear else None
         sx = [torch.rand((groups, M), device="cuda", generator=gen) * 0.02 + 0.005
               for _ in range(rot)]
         y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
@@ -100,6 +104,12 @@ def main():
                 os.environ.update(variant_env[vname])
 
                 def gemm(r, ctx=ctx):
+                    if args.linear:
+                        lib.check(lib.so.fp8gemm_linear(ctx, handles[r], M, cb.DTYPE_BF16,
+                                                        x16[r].data_ptr(), K, cb.DTYPE_BF16,
+                                                        y.data_ptr(), N, ws.data_ptr(), ws_bytes),
+                                  "linear")
+                        return
                     lib.check(lib.so.fp8gemm_gemm(ctx, handles[r], M, xq[r].data_ptr(), K,
                                                   sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
                                                   cb.DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),

@@ -13,10 +13,14 @@ extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
 
 /* Small-M (decode) kernel for M <= this when the tuned table gives no
  * crossover (FP8GEMM_CUDA_CROSSOVER overrides it and the table, for
- * benchmarks). Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md):
- * the stream-K decode kernel beats the split-K large-M kernel up to M = 16
- * on every DeepSeek-V3 shape and up to M = 32 on some. */
-#define DEFAULT_CROSSOVER_M 16
+ * benchmarks). Measured on H100, both kernels forced, 16 shapes
+ * (bench/results/cuda-h100-2026-11-25-s3.md): the decode kernel beats the
+ * large-M kernel up to M = 32 on all of them, and at M = 64 wherever the
+ * weight has fewer 128-row blocks than SMs (K split across CTAs: 1-45%
+ * faster); with at least as many rows as SMs it lost 5-6% at M = 64 on two
+ * of three shapes. */
+#define DEFAULT_CROSSOVER_M 32
+#define DEFAULT_CROSSOVER_M_FEW_ROWS 64
 
 extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) {
   if (err == cudaSuccess) return FP8GEMM_OK;
@@ -245,7 +249,9 @@ static fp8gemm_status cuda_convert_scales(fp8gemm_context *ctx, size_t M, size_t
  * benchmarks that force one kernel). */
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w) {
   if (s->forced_crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return s->forced_crossover_m;
-  return w->crossover_m == FP8GEMM_CROSSOVER_DEFAULT ? s->default_crossover_m : w->crossover_m;
+  if (w->crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return w->crossover_m;
+  return (w->N + 127) / 128 < (size_t)s->sm_count ? DEFAULT_CROSSOVER_M_FEW_ROWS
+                                                  : s->default_crossover_m;
 }
 
 /* Both kernel families read the scale through (m, g) strides, so either
