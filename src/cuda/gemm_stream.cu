@@ -676,7 +676,7 @@ stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int 
  * than the imbalance of whole rows (e.g. 192 rows on 132 SMs: 16.6 us
  * against 19.6) or of a wave with a few SMs idle; they were removed.
  * FP8GEMM_CUDA_STREAM_ALIGN=1/2 forces rows / row splits (benchmarks). */
-void plan_ranges(const fp8gemm_cuda_state *s, size_t N, size_t K, int *mode, int *ctas,
+void plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K, int *mode, int *ctas,
                  int *row_splits, int *split_groups) {
   const long long rows = (long long)((N + 127) / 128);
   const int groups = (int)((K + 127) / 128);
@@ -690,6 +690,21 @@ void plan_ranges(const fp8gemm_cuda_state *s, size_t N, size_t K, int *mode, int
     n = rows < s->sm_count ? rows : s->sm_count;
   } else {
     long long want = s->sm_count / rows;
+    /* Whole rows when they already keep >= 40% of the SMs streaming, the
+     * weight is at most 128 MiB and M <= 16: measured on H100 (session 3),
+     * the hand-off of split rows costs more than the extra streams gain
+     * there (7168 x 16384 M=1 41.6 vs 44.4 us, 7168 x 2048 8.2 vs 9.4,
+     * 8192 x 1024 6.1 vs 6.9), but not on 8192 x 32768 (268 MB: 96.4 vs
+     * 91.5), at M = 64 (7168 x 16384: 66.4 vs 54.0) or with 36 rows
+     * (4608 x 7168: 19.1 vs 16.2). */
+    if (rows * 5 >= (long long)s->sm_count * 2 && M <= 16 &&
+        (double)rows * 128.0 * (double)K <= 128.0 * 1024 * 1024)
+      want = 1;
+    const char *splits = getenv("FP8GEMM_CUDA_STREAM_SPLITS"); /* benchmarks: at most this many */
+    if (splits && *splits && atoi(splits) > 0) {
+      const long long forced = atoi(splits), most = s->sm_count / rows;
+      want = forced < most ? forced : most;
+    }
     if (want < 1) want = 1;
     if (want > groups) want = groups;
     *split_groups = (int)((groups + want - 1) / want);
@@ -814,7 +829,6 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
   p.groups = (int)((prob->K + 127) / 128);
   p.block_rows = (int)((prob->N + 127) / 128);
   p.tiles = (long long)p.block_rows * p.groups;
-  plan_ranges(s, prob->N, prob->K, &p.ranges, &p.ctas, &p.row_splits, &p.split_groups);
   p.trace = NULL;
   const char *trace = getenv("FP8GEMM_CUDA_STREAM_TRACE");
   if (trace && *trace == '1') {
@@ -851,6 +865,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
                                                                  : FP8GEMM_CUDA_SMALL_M_MAX;
     const int mt = tiles_for(rows);
     p.M = (int)rows;
+    plan_ranges(s, rows, prob->N, prob->K, &p.ranges, &p.ctas, &p.row_splits, &p.split_groups);
     p.y = static_cast<uint8_t *>(prob->y) + m0 * prob->ldy * y_elem;
     CUtensorMap map_x;
     if (prob->fused) {

@@ -1,7 +1,7 @@
 /* CUDA GEMM against the fp64 reference on the same quantized inputs: every
  * M from 1 to 300 and the tile edges beyond (511, 512, 513, 1024, 4097),
- * N in {16, 128, 200, 2112, 4096}, K in {128, 384, 400 (a partial last
- * group), 7168}, both weight layouts (plain and preshuffled_sm90), both
+ * N in {16, 128, 200, 2112, 4096, 7168, 17000}, K in {128, 384, 400 (a
+ * partial last group), 7168}, both weight layouts (plain and preshuffled_sm90), both
  * scale layouts, bf16 / f16 / f32 out, with and without bias. Outputs are
  * poisoned with NaN before each call, so an unwritten element fails. */
 #include "cuda_test_util.h"
@@ -169,6 +169,21 @@ static void test_deepseek_shape_edges(void **state) {
   run_both_layouts(&big);
 }
 
+/* How the decode kernel cuts the weight among CTAs changes with the number
+ * of 128-row blocks and M: whole rows with fewer rows than SMs (>= 40% of
+ * them, M <= 16), K-runs of rows above that M, several whole rows per CTA
+ * with more rows than SMs (17000: 133 rows, the last one partial). */
+static void test_row_partitions(void **state) {
+  (void)state;
+  static const size_t ms_7168[] = {1, 5, 16, 17, 64};
+  static const size_t ms_17000[] = {1, 3, 16, 40};
+  const gemm_case rows56 = {7168, 400, ms_7168, ct_quick() ? 2 : 5, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+  run_both_layouts(&rows56);
+  const gemm_case rows133 = {17000, 384, ms_17000, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0,
+                             2e-3};
+  run_both_layouts(&rows133);
+}
+
 static void test_output_dtypes_and_bias(void **state) {
   (void)state;
   static const size_t ms[] = {1, 33, 300};
@@ -282,6 +297,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sweep_small_shapes),
       cmocka_unit_test(test_deepseek_shape_edges),
+      cmocka_unit_test(test_row_partitions),
       cmocka_unit_test(test_output_dtypes_and_bias),
       cmocka_unit_test(test_linear_from_x),
   };
