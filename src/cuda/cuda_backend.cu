@@ -30,6 +30,26 @@ extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) 
 
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w);
 
+extern "C" fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *map,
+                                                 CUtensorMapDataType type, const void *base,
+                                                 size_t inner, size_t outer, size_t row_bytes,
+                                                 unsigned box_inner, unsigned box_rows,
+                                                 const char *what) {
+  const cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
+  const cuuint64_t strides[1] = {(cuuint64_t)row_bytes};
+  const cuuint32_t box[2] = {box_inner, box_rows};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = s->encode_tiled(map, type, 2, const_cast<void *>(base), dims, strides, box,
+                                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
+                             "cuTensorMapEncodeTiled for %s [%zu x %zu, row %zu bytes] failed (%d)",
+                             what, outer, inner, row_bytes, (int)r);
+  return FP8GEMM_OK;
+}
+
 static fp8gemm_cuda_state *state_of(const fp8gemm_context *ctx) {
   return static_cast<fp8gemm_cuda_state *>(ctx->state);
 }

@@ -104,8 +104,17 @@ size_t fp8gemm_cuda_small_workspace(const fp8gemm_cuda_state *s, size_t M, size_
 fp8gemm_status fp8gemm_cuda_gemm_small(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                        void *workspace, size_t workspace_bytes);
 
-/* gemm_stream.cu: decode kernel, stream-K over 16 KiB weight tiles, TMA ring,
- * mma.sync. Needs 16-byte aligned operands (else the small kernel serves). */
+/* A 2-D tensor map of a row-major [outer][inner] array (row_bytes apart) for
+ * tensor copies of box_inner x box_rows elements with the 128B swizzle;
+ * `what` names the operand in the error message. */
+fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *map,
+                                      CUtensorMapDataType type, const void *base, size_t inner,
+                                      size_t outer, size_t row_bytes, unsigned box_inner,
+                                      unsigned box_rows, const char *what);
+
+/* gemm_stream.cu: decode kernel, 16 KiB weight tiles through a TMA ring into
+ * wgmma, K split across CTAs for few rows. Needs 16-byte aligned operands
+ * (else the small kernel serves). */
 int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
 fp8gemm_status fp8gemm_cuda_stream_prepare(void);

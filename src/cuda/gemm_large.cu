@@ -453,25 +453,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (p.tma_store && warp_in_group == 0 && lane == 0) bulk_wait0();
 }
 
-fp8gemm_status encode_map(const fp8gemm_cuda_state *s, CUtensorMap *map, const void *base,
-                          size_t inner, size_t outer, size_t row_bytes, unsigned box_rows,
-                          const char *what) {
-  const cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
-  const cuuint64_t strides[1] = {(cuuint64_t)row_bytes};
-  const cuuint32_t box[2] = {kBlockK, box_rows};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = s->encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(base),
-                                     dims, strides, box, element_strides,
-                                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
-                             "cuTensorMapEncodeTiled for %s [%zu x %zu, row %zu bytes] failed (%d)",
-                             what, outer, inner, row_bytes, (int)r);
-  return FP8GEMM_OK;
-}
-
 template <bool kPreshuffled, int kBN>
 fp8gemm_status raise_smem_limit() {
   return fp8gemm_cuda_check(
@@ -589,12 +570,14 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
 
   CUtensorMap map_x, map_w, map_y;
   FP8GEMM_RETURN_IF_ERROR(
-      encode_map(s, &map_x, prob->xq, prob->K, prob->M, prob->ldq, kBlockM, "xq"));
+      fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->xq, prob->K, prob->M,
+                             prob->ldq, kBlockK, kBlockM, "large-M GEMM xq"));
   if (prob->w_preshuffled)
     map_w = map_x; /* unused: the weight comes by bulk copies */
   else
     FP8GEMM_RETURN_IF_ERROR(
-        encode_map(s, &map_w, prob->w, prob->K, prob->N, prob->K, (unsigned)bn, "weight"));
+        fp8gemm_cuda_encode_2d(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w, prob->K, prob->N,
+                               prob->K, kBlockK, (unsigned)bn, "large-M GEMM weight"));
   /* 2-byte outputs of unsplit launches go out through tensor stores (the
    * engine needs a 16-byte aligned base and row pitch). */
   p.tma_store = p.splits == 1 && y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&

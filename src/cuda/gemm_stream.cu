@@ -722,25 +722,6 @@ void plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K, int 
   *ctas = (int)n;
 }
 
-fp8gemm_status encode(const fp8gemm_cuda_state *s, CUtensorMap *map, CUtensorMapDataType type,
-                      const void *base, size_t inner, size_t outer, size_t row_bytes,
-                      unsigned box_inner, unsigned box_rows, const char *what) {
-  const cuuint64_t dims[2] = {(cuuint64_t)inner, (cuuint64_t)outer};
-  const cuuint64_t strides[1] = {(cuuint64_t)row_bytes};
-  const cuuint32_t box[2] = {box_inner, box_rows};
-  const cuuint32_t element_strides[2] = {1, 1};
-  const CUresult r = s->encode_tiled(map, type, 2, const_cast<void *>(base), dims, strides, box,
-                                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
-                             "decode GEMM: cuTensorMapEncodeTiled for %s [%zu x %zu, row %zu "
-                             "bytes] failed (%d)",
-                             what, outer, inner, row_bytes, (int)r);
-  return FP8GEMM_OK;
-}
-
 }  // namespace
 
 /* FP8GEMM_CUDA_STREAM_TRACE=1 (a probe; synchronizes): per-CTA times of the
@@ -858,8 +839,9 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
                              need);
   CUtensorMap map_w;
   if (!prob->w_preshuffled)
-    FP8GEMM_RETURN_IF_ERROR(encode(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w, prob->K,
-                                   prob->N, prob->K, 128, 128, "weight"));
+    FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                                   prob->w, prob->K, prob->N, prob->K, 128, 128,
+                                                   "decode GEMM weight"));
   for (size_t m0 = 0; m0 < prob->M; m0 += FP8GEMM_CUDA_SMALL_M_MAX) {
     const size_t rows = prob->M - m0 < FP8GEMM_CUDA_SMALL_M_MAX ? prob->M - m0
                                                                  : FP8GEMM_CUDA_SMALL_M_MAX;
@@ -870,14 +852,15 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     CUtensorMap map_x;
     if (prob->fused) {
       p.x_scale = NULL;
-      FP8GEMM_RETURN_IF_ERROR(encode(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
-                                     static_cast<const uint8_t *>(prob->x) + m0 * prob->ldx * 2,
-                                     prob->K, rows, prob->ldx * 2, 64, 8 * mt, "x"));
+      FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(
+          s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
+          static_cast<const uint8_t *>(prob->x) + m0 * prob->ldx * 2, prob->K, rows,
+          prob->ldx * 2, 64, 8 * mt, "decode GEMM x"));
     } else {
       p.x_scale = prob->x_scale + m0 * prob->scale_stride_m;
-      FP8GEMM_RETURN_IF_ERROR(encode(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                                     prob->xq + m0 * prob->ldq, prob->K, rows, prob->ldq, 128,
-                                     8 * mt, "xq"));
+      FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                                     prob->xq + m0 * prob->ldq, prob->K, rows,
+                                                     prob->ldq, 128, 8 * mt, "decode GEMM xq"));
     }
     if (prob->w_preshuffled) map_w = map_x; /* unused: bulk copies */
     size_t smem = 0;

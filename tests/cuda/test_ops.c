@@ -174,14 +174,7 @@ static void test_nan_codes_refused(void **state) {
   for (int i = 0; i < 6; i++) sw[i] = 0.01f;
   w[130 * K + 77] = 0xFF;
   fp8gemm_weight_desc desc;
-  fp8gemm_weight_desc_init(&desc);
-  desc.N = N;
-  desc.K = K;
-  desc.dtype = FP8GEMM_DTYPE_E4M3FN;
-  desc.data = w;
-  desc.memory = FP8GEMM_MEMORY_HOST;
-  desc.scale_inv = sw;
-  desc.target_layout = FP8GEMM_LAYOUT_PRESHUFFLED_SM90;
+  ct_host_weight_desc(&desc, N, K, w, sw, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
   fp8gemm_weight *weight = NULL;
   TU_EXPECT_ERROR(fp8gemm_weight_create(g_gpu, &desc, &weight), FP8GEMM_ERROR_INVALID_ARGUMENT,
                   "NaN");
