@@ -386,7 +386,7 @@ def main():
     for kind, value in (("small", "1000000"), ("large", "0")):
         os.environ["FP8GEMM_CUDA_CROSSOVER"] = value
         ctxs[kind] = lib.context(stream)
-    # The register-streaming small kernel (the decode kernel before stream-K).
+    # The register-streaming small kernel (the decode kernel before the TMA-ring one).
     os.environ["FP8GEMM_CUDA_CROSSOVER"] = "1000000"
     os.environ["FP8GEMM_CUDA_SMALL_KERNEL"] = "registers"
     ctxs["registers"] = lib.context(stream)
@@ -433,7 +433,7 @@ def main():
               f"{r['ours_preshuffled_sm90_us']:.1f} | {peer_us} | {r['ours_best_tflops']:.0f} | "
               f"{sp} | {100 * r['roof_fraction']:.0f} |")
     # Decode rows: each small-M kernel forced (preshuffled), against the copy roof.
-    print("\n| M | N | K | MB moved | stream-K us | % roof | registers us | large us | "
+    print("\n| M | N | K | MB moved | decode us | % roof | registers us | large us | "
           "fused us | two-launch us | peer us |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v: f"{v:.1f}" if v else "-"

@@ -318,7 +318,7 @@ static void fill_weight(fp8gemm_cuda_problem *p, const fp8gemm_weight *w) {
   p->bias = w->bias;
 }
 
-/* The stream-K decode kernel when the operands suit the tensor engine and
+/* The decode kernel (gemm_stream.cu) when the operands suit the tensor engine and
  * the workspace holds its partials; else the register-streaming small
  * kernel (any alignment, runs unsplit without a workspace). */
 static bool use_stream(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
