@@ -44,6 +44,32 @@ void *tu_malloc(size_t bytes) {
   return p;
 }
 
+void tu_weight_desc(fp8gemm_weight_desc *d, size_t N, size_t K, const uint8_t *codes,
+                    fp8gemm_layout layout, const float *scale_inv, const float *bias,
+                    fp8gemm_layout target) {
+  fp8gemm_weight_desc_init(d);
+  d->N = N;
+  d->K = K;
+  d->dtype = FP8GEMM_DTYPE_E4M3FN;
+  d->data = codes;
+  d->layout = layout;
+  d->memory = FP8GEMM_MEMORY_HOST;
+  d->scale_inv = scale_inv;
+  d->bias = bias;
+  d->bias_dtype = FP8GEMM_DTYPE_F32;
+  d->target_layout = (int)target;
+}
+
+fp8gemm_weight *tu_weight(fp8gemm_context *ctx, size_t N, size_t K, const uint8_t *plain_codes,
+                          const float *scale_inv, const float *bias, fp8gemm_layout target) {
+  fp8gemm_weight_desc d;
+  tu_weight_desc(&d, N, K, plain_codes, FP8GEMM_LAYOUT_PLAIN, scale_inv, bias, target);
+  fp8gemm_weight *w = NULL;
+  TU_OK(fp8gemm_weight_create(ctx, &d, &w));
+  assert_int_equal(fp8gemm_weight_layout(w), target);
+  return w;
+}
+
 void *tu_read_file(const char *path, size_t *size) {
   FILE *f = fopen(path, "rb");
   if (!f) fail_msg("fopen %s: %s", path, strerror(errno));

@@ -28,6 +28,17 @@ void *tu_malloc(size_t bytes); /* fails the test on NULL */
 /* The whole file (one spare byte after it); fails the test if it cannot be read. */
 void *tu_read_file(const char *path, size_t *size);
 
+/* Descriptor of an e4m3 weight [N, K] in host memory, stored in `layout`,
+ * with fp32 block scales and an optional fp32 bias, to be created in
+ * `target`. */
+void tu_weight_desc(fp8gemm_weight_desc *d, size_t N, size_t K, const uint8_t *codes,
+                    fp8gemm_layout layout, const float *scale_inv, const float *bias,
+                    fp8gemm_layout target);
+/* The weight of tu_weight_desc from plain codes, created in `target` (the
+ * test fails unless it is created and reports that layout). */
+fp8gemm_weight *tu_weight(fp8gemm_context *ctx, size_t N, size_t K, const uint8_t *plain_codes,
+                          const float *scale_inv, const float *bias, fp8gemm_layout target);
+
 /* ||y - ref|| / ||ref|| over an M x N block. */
 double tu_rel_err(const float *y, size_t ldy, const double *ref, size_t ldr, size_t M, size_t N);
 double tu_rel_err_f32(const float *a, size_t lda, const float *b, size_t ldb, size_t M, size_t N);

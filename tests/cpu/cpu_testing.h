@@ -161,28 +161,6 @@ static inline double *ct_reference_rows(size_t N, size_t K, const uint8_t *xq, c
   return ref;
 }
 
-/* A weight of the given layout made from plain bytes. */
-static inline fp8gemm_weight *ct_weight(fp8gemm_context *ctx, size_t N, size_t K,
-                                        const uint8_t *wq_plain, const float *w_scale,
-                                        const float *bias, fp8gemm_layout layout) {
-  fp8gemm_weight_desc d;
-  fp8gemm_weight_desc_init(&d);
-  d.N = N;
-  d.K = K;
-  d.dtype = FP8GEMM_DTYPE_E4M3FN;
-  d.data = wq_plain;
-  d.layout = FP8GEMM_LAYOUT_PLAIN;
-  d.memory = FP8GEMM_MEMORY_HOST;
-  d.scale_inv = w_scale;
-  d.bias = bias;
-  d.bias_dtype = FP8GEMM_DTYPE_F32;
-  d.target_layout = (int)layout;
-  fp8gemm_weight *w = NULL;
-  TU_OK(fp8gemm_weight_create(ctx, &d, &w));
-  assert_int_equal(fp8gemm_weight_layout(w), layout);
-  return w;
-}
-
 /* Random block scales around 1/448 with a spread, so a wrong block index
  * changes the result. */
 static inline void ct_fill_scales(tu_rng *rng, float *dst, size_t count) {

@@ -101,7 +101,7 @@ static void test_layout_mismatch(void **state) {
   tu_rng rng = tu_rng_make(tu_seed());
   problem p;
   problem_make(ctx, &rng, 4, 32, 64, &p);
-  fp8gemm_weight *w = ct_weight(ctx, 32, 64, p.wq, p.ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
+  fp8gemm_weight *w = tu_weight(ctx, 32, 64, p.wq, p.ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
   /* A weight whose bytes are in a layout no CPU kernel reads: the backend
    * refuses instead of reading them in the wrong order. */
   const fp8gemm_layout real = w->layout;
@@ -137,7 +137,7 @@ static void test_output_types_bias_scale_layout(void **state) {
     problem_make(ctx, &rng, M, N, K, &p);
     for (int lay = 0; lay < 2; lay++) {
       const fp8gemm_layout layout = lay ? FP8GEMM_LAYOUT_PRESHUFFLED_CPU : FP8GEMM_LAYOUT_PLAIN;
-      fp8gemm_weight *w = ct_weight(ctx, N, K, p.wq, p.ws, p.bias, layout);
+      fp8gemm_weight *w = tu_weight(ctx, N, K, p.wq, p.ws, p.bias, layout);
       ct_output y32, y32m, y16[2];
       ct_output_make(&y32, M, N, 2, FP8GEMM_DTYPE_F32);
       ct_output_make(&y32m, M, N, 2, FP8GEMM_DTYPE_F32);
@@ -215,7 +215,7 @@ static void test_crossover_threads_workspace(void **state) {
     for (int threads = 1; threads <= 3; threads++) {
       fp8gemm_context *ctx = ct_context(threads);
       for (int lay = 0; lay < 2; lay++) {
-        fp8gemm_weight *w = ct_weight(ctx, N, K, p.wq, p.ws, NULL,
+        fp8gemm_weight *w = tu_weight(ctx, N, K, p.wq, p.ws, NULL,
                                       lay ? FP8GEMM_LAYOUT_PRESHUFFLED_CPU : FP8GEMM_LAYOUT_PLAIN);
         static const size_t crossovers[] = {1, 64}; /* large-M kernel, small-M kernel */
         for (int c = 0; c < 2; c++) {
@@ -282,7 +282,7 @@ static void test_non_finite_rows(void **state) {
     const size_t finite_rows[2] = {0, 2};
     double *ref = ct_reference_rows(N, K, xq, xs, finite_rows, 2, wq, ws, NULL);
     for (int lay = 0; lay < 2; lay++) {
-      fp8gemm_weight *w = ct_weight(ctx, N, K, wq, ws, NULL,
+      fp8gemm_weight *w = tu_weight(ctx, N, K, wq, ws, NULL,
                                     lay ? FP8GEMM_LAYOUT_PRESHUFFLED_CPU : FP8GEMM_LAYOUT_PLAIN);
       for (int path = 0; path < 2; path++) {
         w->crossover_m = path ? 64 : 1; /* small-M kernel, large-M kernel */
@@ -344,7 +344,7 @@ static void test_concurrent_forwards(void **state) {
     const size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
     problem p;
     problem_make(ctx, &rng, M, N, K, &p);
-    fp8gemm_weight *w = ct_weight(ctx, N, K, p.wq, p.ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
+    fp8gemm_weight *w = tu_weight(ctx, N, K, p.wq, p.ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
     enum { THREADS = 4 };
     float *x[THREADS], *y[THREADS], *want[THREADS];
     forward_thread t[THREADS];

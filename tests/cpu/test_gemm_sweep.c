@@ -75,8 +75,8 @@ static void run_case(fp8gemm_context *ctx, tu_rng *rng, const sweep_case *c) {
   ct_fill_codes(rng, wq, N * K);
   ct_fill_scales(rng, ws, ((N + 127) / 128) * groups);
 
-  fp8gemm_weight *w_plain = ct_weight(ctx, N, K, wq, ws, NULL, FP8GEMM_LAYOUT_PLAIN);
-  fp8gemm_weight *w_pre = ct_weight(ctx, N, K, wq, ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
+  fp8gemm_weight *w_plain = tu_weight(ctx, N, K, wq, ws, NULL, FP8GEMM_LAYOUT_PLAIN);
+  fp8gemm_weight *w_pre = tu_weight(ctx, N, K, wq, ws, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_CPU);
   ct_output y_plain, y_pre;
   ct_output_make(&y_plain, M, N, 3, FP8GEMM_DTYPE_F32);
   ct_output_make(&y_pre, M, N, 3, FP8GEMM_DTYPE_F32);

@@ -115,14 +115,7 @@ static void test_nan_codes_every_layout(void **state) {
             continue;
           ct_fill_codes(&rng, src, bytes);
           fp8gemm_weight_desc d;
-          fp8gemm_weight_desc_init(&d);
-          d.N = N;
-          d.K = K;
-          d.dtype = FP8GEMM_DTYPE_E4M3FN;
-          d.data = src;
-          d.layout = from;
-          d.scale_inv = scales;
-          d.target_layout = (int)to;
+          tu_weight_desc(&d, N, K, src, from, scales, NULL, to);
           fp8gemm_weight *weight = NULL;
           TU_OK(fp8gemm_weight_create(ctx, &d, &weight));
           assert_int_equal(fp8gemm_weight_layout(weight), to);

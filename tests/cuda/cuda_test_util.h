@@ -92,37 +92,6 @@ static inline void ct_random_codes(tu_rng *rng, uint8_t *dst, size_t count) {
   }
 }
 
-/* Descriptor of an e4m3 weight [N, K] in host memory, plain order, with
- * fp32 block scales and an optional fp32 bias, to be created in `layout`. */
-static inline void ct_host_weight_desc(fp8gemm_weight_desc *desc, size_t N, size_t K,
-                                       const uint8_t *codes, const float *scale_inv,
-                                       const float *bias, fp8gemm_layout layout) {
-  fp8gemm_weight_desc_init(desc);
-  desc->N = N;
-  desc->K = K;
-  desc->dtype = FP8GEMM_DTYPE_E4M3FN;
-  desc->data = codes;
-  desc->layout = FP8GEMM_LAYOUT_PLAIN;
-  desc->memory = FP8GEMM_MEMORY_HOST;
-  desc->scale_inv = scale_inv;
-  if (bias) {
-    desc->bias = bias;
-    desc->bias_dtype = FP8GEMM_DTYPE_F32;
-  }
-  desc->target_layout = (int)layout;
-}
-
-/* The weight of ct_host_weight_desc, created (the test fails otherwise). */
-static inline fp8gemm_weight *ct_host_weight(fp8gemm_context *ctx, size_t N, size_t K,
-                                             const uint8_t *codes, const float *scale_inv,
-                                             const float *bias, fp8gemm_layout layout) {
-  fp8gemm_weight_desc desc;
-  ct_host_weight_desc(&desc, N, K, codes, scale_inv, bias, layout);
-  fp8gemm_weight *weight = NULL;
-  TU_OK(fp8gemm_weight_create(ctx, &desc, &weight));
-  return weight;
-}
-
 typedef struct ct_reference_job {
   size_t m_begin, m_end, N, K, groups;
   const uint8_t *xq;

@@ -47,8 +47,7 @@ static void run_case(const gemm_case *c, fp8gemm_layout layout) {
   }
   double *ref = ct_reference(m_max, N, K, xq, sx_row, w, sw, bias);
 
-  fp8gemm_weight *weight = ct_host_weight(g_ctx, N, K, w, sw, bias, layout);
-  assert_int_equal(fp8gemm_weight_layout(weight), layout);
+  fp8gemm_weight *weight = tu_weight(g_ctx, N, K, w, sw, bias, layout);
 
   const size_t y_elem = fp8gemm_dtype_size(c->y_dtype);
   uint8_t *d_xq = ct_upload(g_ctx, xq, m_max * K);
@@ -199,7 +198,7 @@ static void test_linear_from_x(void **state) {
   const fp8gemm_layout layouts[] = {FP8GEMM_LAYOUT_PLAIN, FP8GEMM_LAYOUT_PRESHUFFLED_SM90};
   const fp8gemm_dtype x_dtypes[] = {FP8GEMM_DTYPE_BF16, FP8GEMM_DTYPE_F16};
   for (int li = 0; li < 2; li++) {
-    fp8gemm_weight *weight = ct_host_weight(g_ctx, N, K, w, sw, NULL, layouts[li]);
+    fp8gemm_weight *weight = tu_weight(g_ctx, N, K, w, sw, NULL, layouts[li]);
     for (size_t i = 0; i < m_count; i++) {
       const size_t M = ms[i];
       const fp8gemm_dtype x_dtype = x_dtypes[i % 2];

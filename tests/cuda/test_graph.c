@@ -32,7 +32,7 @@ static void make_setup(forward_setup *f, size_t M, size_t N, size_t K, fp8gemm_l
   ct_random_codes(&g_rng, w, N * K);
   for (size_t i = 0; i < n_blocks * groups; i++) sw[i] = 0.01f * (1.5f + tu_uniform(&g_rng));
   tu_fill_normal(&g_rng, bias, N, 1.0f);
-  f->weight = ct_host_weight(f->ctx, N, K, w, sw, bias, layout);
+  f->weight = tu_weight(f->ctx, N, K, w, sw, bias, layout);
   free(bias);
   free(sw);
   free(w);

@@ -174,7 +174,8 @@ static void test_nan_codes_refused(void **state) {
   for (int i = 0; i < 6; i++) sw[i] = 0.01f;
   w[130 * K + 77] = 0xFF;
   fp8gemm_weight_desc desc;
-  ct_host_weight_desc(&desc, N, K, w, sw, NULL, FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
+  tu_weight_desc(&desc, N, K, w, FP8GEMM_LAYOUT_PLAIN, sw, NULL,
+                 FP8GEMM_LAYOUT_PRESHUFFLED_SM90);
   fp8gemm_weight *weight = NULL;
   TU_EXPECT_ERROR(fp8gemm_weight_create(g_gpu, &desc, &weight), FP8GEMM_ERROR_INVALID_ARGUMENT,
                   "NaN");
