@@ -111,7 +111,6 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   snprintf(s->name, sizeof s->name, "%s", prop.name);
   s->sm_count = prop.multiProcessorCount;
   s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
-  s->default_crossover_m = DEFAULT_CROSSOVER_M;
   /* The fused launch quantizes x inside the decode kernel, every CTA again,
    * on each tile's path: measured on the H100 it is slower than quantize +
    * GEMM as two launches on every DeepSeek-V3 shape (1-6 us;
@@ -119,12 +118,12 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
    * two launches by default; FP8GEMM_CUDA_FUSED_MAX_M (<= 32) turns it on
    * for M up to that value (tests, benchmarks). */
   s->fused_max_m = 0;
+  const char *env = getenv("FP8GEMM_CUDA_FUSED_MAX_M");
+  if (env && *env) s->fused_max_m = (size_t)strtoull(env, NULL, 10);
   s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
-  const char *env = getenv("FP8GEMM_CUDA_CROSSOVER");
+  env = getenv("FP8GEMM_CUDA_CROSSOVER");
   if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
   /* Benchmark knobs of the large-M kernel (0: the built-in choice). */
-  env = getenv("FP8GEMM_CUDA_FUSED_MAX_M");
-  if (env && *env) s->fused_max_m = (size_t)strtoull(env, NULL, 10);
   env = getenv("FP8GEMM_CUDA_LARGE_BN");
   if (env && *env) s->large_bn = atoi(env);
   env = getenv("FP8GEMM_CUDA_GROUP_M");
@@ -271,7 +270,7 @@ static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w)
   if (s->forced_crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return s->forced_crossover_m;
   if (w->crossover_m != FP8GEMM_CROSSOVER_DEFAULT) return w->crossover_m;
   return (w->N + 127) / 128 < (size_t)s->sm_count ? DEFAULT_CROSSOVER_M_FEW_ROWS
-                                                  : s->default_crossover_m;
+                                                  : DEFAULT_CROSSOVER_M;
 }
 
 /* Both kernel families read the scale through (m, g) strides, so either

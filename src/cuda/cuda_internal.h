@@ -32,7 +32,6 @@ typedef struct fp8gemm_cuda_state {
   int *error_flag;              /* device scratch for load-time checks */
   unsigned long long *first_bad_index; /* device scratch for check_weight_codes */
   fp8gemm_encode_tiled_fn encode_tiled; /* cuTensorMapEncodeTiled through the runtime */
-  size_t default_crossover_m;   /* small-M kernel for M <= this unless the table says */
   size_t fused_max_m;           /* fp8gemm_linear in one launch for M <= this */
   size_t forced_crossover_m;    /* FP8GEMM_CUDA_CROSSOVER, or FP8GEMM_CROSSOVER_DEFAULT when unset */
   int large_bn;                 /* FP8GEMM_CUDA_LARGE_BN: 128 or 256 forces the tile width */

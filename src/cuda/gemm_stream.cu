@@ -4,9 +4,10 @@
  * Work: the weight is cut into 16 KiB tiles, (128-row block row b, 128-wide
  * K group g), numbered t = b * groups + g, and each of P <= SMs resident
  * CTAs takes one contiguous range of them (plan_ranges): whole block rows
- * when there are at least as many rows as SMs, else one run of K groups of
- * one block row per CTA (floor(SMs / rows) runs per row). In the
- * preshuffled layout a range is one contiguous run of memory.
+ * when there are at least as many rows as SMs (or, at M <= 16, enough rows
+ * to keep 40% of them busy), else one run of K groups of one block row per
+ * CTA (floor(SMs / rows) runs per row). In the preshuffled layout a range
+ * is one contiguous run of memory.
  *
  * A CTA is a producer warp and two consumer warpgroups around a ring of
  * stages in shared memory (as many as fit, up to 10: ~160 KiB in flight per
@@ -92,7 +93,6 @@ struct StreamParams {
   const uint8_t *w;
   const float *w_scale;
   int N, K, groups;
-  long long tiles;
   int ctas;
   const float *x_scale;
   size_t sx_stride_m, sx_stride_g;
@@ -809,7 +809,6 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
   p.K = (int)prob->K;
   p.groups = (int)((prob->K + 127) / 128);
   p.block_rows = (int)((prob->N + 127) / 128);
-  p.tiles = (long long)p.block_rows * p.groups;
   p.trace = NULL;
   const char *trace = getenv("FP8GEMM_CUDA_STREAM_TRACE");
   if (trace && *trace == '1') {
