@@ -9,7 +9,6 @@
 #include "cuda_internal.h"
 
 extern "C" fp8gemm_status fp8gemm_cuda_small_prepare(fp8gemm_cuda_state *s);
-extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void);
 
 /* Small-M (decode) kernel for M <= this when the tuned table gives no
  * crossover (FP8GEMM_CUDA_CROSSOVER overrides it and the table, for
@@ -124,8 +123,13 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   env = getenv("FP8GEMM_CUDA_CROSSOVER");
   if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
   /* Benchmark knobs of the large-M kernel (0: the built-in choice). */
-  env = getenv("FP8GEMM_CUDA_LARGE_BN");
-  if (env && *env) s->large_bn = atoi(env);
+  env = getenv("FP8GEMM_CUDA_LARGE_CONFIG");
+  if (env && *env && !fp8gemm_cuda_parse_large_config(env, &s->large_config)) {
+    free(s);
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                             "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1",
+                             env);
+  }
   env = getenv("FP8GEMM_CUDA_GROUP_M");
   if (env && *env) s->large_group_m = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_VARIANT");
@@ -148,7 +152,7 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
     status = fp8gemm_cuda_check(
         cudaMalloc((void **)&s->first_bad_index, sizeof(unsigned long long)), "check scratch");
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare(s);
-  if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare();
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_stream_prepare();
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_check(cudaDeviceSynchronize(), "init");
   if (status == FP8GEMM_OK) {

@@ -22,6 +22,12 @@ typedef CUresult (*fp8gemm_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, 
                                             CUtensorMapInterleave, CUtensorMapSwizzle,
                                             CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
+/* A large-M kernel configuration: tile width (128, 192, 256) and cluster
+ * size (CTAs along M sharing the weight tile). bn == 0: unset. */
+typedef struct fp8gemm_cuda_large_config {
+  int bn, cm;
+} fp8gemm_cuda_large_config;
+
 typedef struct fp8gemm_cuda_state {
   int device;
   cudaStream_t stream;
@@ -34,7 +40,8 @@ typedef struct fp8gemm_cuda_state {
   fp8gemm_encode_tiled_fn encode_tiled; /* cuTensorMapEncodeTiled through the runtime */
   size_t fused_max_m;           /* fp8gemm_linear in one launch for M <= this */
   size_t forced_crossover_m;    /* FP8GEMM_CUDA_CROSSOVER, or FP8GEMM_CROSSOVER_DEFAULT when unset */
-  int large_bn;                 /* FP8GEMM_CUDA_LARGE_BN: 128 or 256 forces the tile width */
+  fp8gemm_cuda_large_config large_config; /* FP8GEMM_CUDA_LARGE_CONFIG forces one (benchmarks) */
+  int large_max_clusters;       /* clusters of 2 large-M CTAs resident at once */
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
@@ -93,6 +100,10 @@ typedef struct fp8gemm_cuda_problem {
 /* gemm_large.cu: TMA + wgmma, warp-specialized, persistent. 1 when the
  * problem's pointers and strides suit the tensor-memory engine. */
 int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p);
+/* Shared-memory limits of every instantiation, clusters per device. */
+fp8gemm_status fp8gemm_cuda_large_prepare(fp8gemm_cuda_state *s);
+/* "BN[/CMx1]" (e.g. "256", "192/2x1") -> a built config; 0 otherwise. */
+int fp8gemm_cuda_parse_large_config(const char *text, fp8gemm_cuda_large_config *out);
 /* Split-K partials when the launch has fewer tiles than SMs. */
 size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
 fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,

@@ -1,45 +1,69 @@
 /* Large-M GEMM on Hopper (sm_90a): tensor-memory-engine copies, FP8 wgmma,
- * warp-specialized and persistent.
+ * warp-specialized, persistent, in thread-block clusters.
  *
- * Tiles of 128 (M) x 128 or 256 (N) x 128 (K, one scale group). A CTA has
- * three warpgroups: warpgroup 0 produces (one thread issues the copies, its
- * registers are cut to 40 with setmaxnreg), warpgroups 1 and 2 consume
- * (registers raised to 232), each owning 64 rows of the tile.
+ * A CTA computes 128 (M) x BN (N) output tiles, BN = 128, 192 or 256, one
+ * 128-wide K group (one scale group) per pipeline stage. Three warpgroups:
+ * warpgroup 0 produces (one warp; registers cut to 40 with setmaxnreg),
+ * warpgroups 1 and 2 consume (232 registers), each owning 64 rows.
  *
- * Producer: per K group it waits for a free stage (empty mbarrier), arms the
- * stage's full mbarrier with the byte count, and copies
- *  - the activation tile with a 2-D tensor copy (128B swizzle, rows past M
- *    and columns past K arrive as zeros);
- *  - the weight tile: plain layout, a 2-D tensor copy of the same shape;
- *    preshuffled_sm90, one 1-D bulk copy of R*128 contiguous bytes per
- *    128-row block row, already in the swizzled order (see
- *    src/core/layout_sm90.c). The narrow last K tile of the preshuffled
- *    layout (K % 128 != 0) is written by the producer warp with plain loads
- *    and swizzled stores, zero-filled past K.
- * Consumers: wait for the stage; per 128-column half of the tile, issue
- * four wgmma m64n128k32 (e4m3 x e4m3 -> f32, both operands from shared
- * memory through 128B-swizzle descriptors) into a per-group accumulator,
- * wait, then promote: acc += partial * sx(m, g) * sw(n/128, g); free the
- * stage after the last half. The scales of group g + 1 are loaded from
- * global memory while group g computes. Epilogue (bf16 / f16 out, unsplit):
- * + bias, convert, each consumer warpgroup stages 64 x 128 outputs in shared
- * memory (128B swizzle, conflict-free) and one thread issues tensor stores
- * (the engine clips M and N), which drain while the warpgroup goes on with
- * the next half or tile. Ncu on 4096 x 7168 x 2048 had the old epilogue
- * (stores straight from registers, ~1600 instructions a warp per tile, half
- * of each 32-byte sector used) at 30% of the warps' samples with the tensor
- * cores idle. fp32 out, split-K and unaligned y keep the direct stores
- * (pairs of adjacent columns, masked on M and N).
+ * Clusters of two CTAs (optional) compute the same N block for two
+ * consecutive M blocks: each loads half of the weight tile and the copy
+ * engine writes it into both (multicast), which halves the weight's L2 and
+ * DRAM traffic. What each SM takes in stays the same, and that intake
+ * (about 47 B per clock measured on an H200) rather than L2 bounds the
+ * operand path, so sharing gains a few percent, on the largest K (the
+ * weight re-read from DRAM) most (bench/results/cuda-h200-2026-12-04-largem.md).
+ * A stage is refilled only when the consumers of both CTAs have released
+ * it: consumer warps arrive on the empty barriers of both (a remote
+ * mbarrier arrival for the peer), so each counts 8 x 2 arrivals. An M block
+ * past the matrix in a cluster's last unit is computed on zero-filled
+ * operands and never stored.
  *
- * The grid is one CTA per SM; CTAs walk the tile list with a stride of the
- * grid size, and tiles are numbered in groups of 16 M-blocks so the tiles in
- * flight at once share activation and weight panels in L2. When there are
- * fewer 128 x 128 tiles than SMs (M of a few hundred or less), K is split
- * so that tiles x splits <= SMs: every unit then has its own CTA, all
- * resident at once (launched cooperatively),
- * the CTAs of a tile write fp32 partials, wait for each other on a counter,
- * and each adds up (in split order: deterministic) its own slice of rows. */
+ * Producer, per K group: wait for a free stage, arm the stage's full
+ * mbarrier with the bytes this CTA will receive, copy its activation slice
+ * (2-D tensor copy, 128B swizzle, zeros past M and K) and its weight slice:
+ * plain layout, a 2-D tensor copy; preshuffled_sm90, 1-D bulk copies of the
+ * 128-byte rows already in swizzled order (src/core/layout_sm90.c), one per
+ * block row the slice touches. The preshuffled layout's narrow last K tile
+ * (K % 128 != 0) is written by the producer warp with plain loads and
+ * swizzled stores into its own CTA, zeros past K.
+ *
+ * Consumers: per K group, wgmma m64n(P)k32 x4 (e4m3, both operands from
+ * shared memory through 128B-swizzle descriptors, built once and advanced
+ * by constants) into a partial accumulator of P = 128 or 192 columns (a 256
+ * tile takes two 128 pieces in turn), wait, then promotion: acc += partial
+ * * sx(m, g) * sw(n/128, g), the weight scale chosen per 8-column group (a
+ * 192-wide tile straddles two 128-row weight-scale blocks). The wait before
+ * each promotion leaves the tensor cores idle unless the other warpgroup
+ * has work queued; a second partial that would hide it does not fit in the
+ * registers beside a 64 x 256 accumulator, and the pipelined forms measured
+ * (128 x 128 tiles with two partials; 96-column pieces) were not faster
+ * (bench/results/cuda-h200-2026-12-04-largem.md). Shortening the path from
+ * one batch's completion to the next batch's issue is what moved the time:
+ * descriptors built once and advanced by constants, scales loaded a group
+ * ahead through pointers advanced by constants (scales staged in shared
+ * memory by a producer warp measured slower on short K).
+ *
+ * Epilogue, bf16 / f16 out, unsplit: + bias, convert, each consumer
+ * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
+ * as 64 x 64 boxes (128B swizzle, conflict-free) and one thread issues
+ * tensor stores (the engine clips M and N), which drain while the
+ * warpgroup goes on. fp32 out, split-K and unaligned y store from
+ * registers (pairs of columns, masked).
+ *
+ * The grid is persistent: as many clusters (of one or two CTAs, one CTA
+ * per SM) as can be resident together walk the unit list with a stride of
+ * the cluster count,
+ * units numbered in groups of 16 M-blocks so the tiles in flight share
+ * activation and weight panels in L2. With fewer 128 x 128 tiles than SMs
+ * (M of a few hundred or less) K is split so that tiles x splits <= SMs:
+ * every unit has its own CTA, all resident at once (launched
+ * cooperatively); the CTAs of a tile write fp32 partials, wait for each
+ * other on a counter, and each adds up (in split order: deterministic) its
+ * own slice of rows. */
 #include <stdint.h>
+#include <stdio.h>
+#include <type_traits>
 
 #include "cuda_internal.h"
 #include "device_common.cuh"
@@ -49,26 +73,34 @@ namespace {
 
 constexpr int kBlockM = 128;
 constexpr int kBlockK = 128;
-constexpr int kTileBytes = kBlockM * kBlockK; /* 16 KiB: A, and each 128-row half of B */
+constexpr int kATileBytes = kBlockM * kBlockK; /* 16 KiB */
 constexpr int kThreads = 384;
 constexpr int kConsumerWarps = 8;
 constexpr int kGroupM = 16;
+constexpr int kSmemLimit = 232448; /* sm_90 opt-in shared memory per block */
 
-/* The tile is 128 x kBN (kBN = 128 or 256). A 128 x 256 tile halves the
- * activation bytes each FLOP pulls from L2 (the limit of 128 x 128 tiles on
- * H100); its two 128-column halves are computed one after the other into
- * the same 64 partial registers and promoted separately (each half is one
- * weight-scale block), so a consumer thread holds 128 + 64 accumulators. */
-template <int kBN>
-struct Tile {
-  static constexpr int halves = kBN / 128;
-  static constexpr int stage_bytes = kTileBytes * (1 + halves);
+template <int kBN, int kCM>
+struct Cfg {
+  static_assert(kBN == 128 || kBN == 192 || kBN == 256, "tile width");
+  static_assert(kCM == 1 || kCM == 2, "cluster size");
+  /* Columns per batch of wgmmas (192 and 128 in one batch, 256 in two). */
+  static constexpr int piece = kBN == 192 ? 192 : 128;
+  static constexpr int pieces = kBN / piece;
+  static constexpr int acc_regs = kBN / 2;
+  static constexpr int part_regs = piece / 2;
+  static constexpr int b_bytes = kBN * kBlockK;
+  static constexpr int stage_bytes = kATileBytes + b_bytes;
   static constexpr int stages = kBN == 128 ? 6 : 4;
-  /* Epilogue staging: per consumer warpgroup 64 rows x 128 columns of a
-   * 2-byte output (two 64 x 64 boxes of 128-byte rows, 128B swizzle). */
-  static constexpr int epi_bytes = 2 * 2 * 64 * 64 * 2;
+  /* Epilogue: per warpgroup, chunks of 64 rows x epi_cols 2-byte outputs
+   * staged as 64 x 64 boxes. */
+  static constexpr int epi_cols = kBN == 192 ? 192 : 128;
+  static constexpr int epi_bytes = 2 * 64 * epi_cols * 2;
+  static constexpr int scale_blocks = kBN == 128 ? 1 : 2; /* weight-scale rows a tile touches */
+  static constexpr int cluster = kCM;
+  static constexpr int b_slice_rows = kBN / kCM;
   static constexpr size_t smem_bytes =
-      (size_t)stages * stage_bytes + epi_bytes + 1024 /* alignment */ + 256;
+      (size_t)stages * stage_bytes + epi_bytes + 2 * stages * 8;
+  static_assert(smem_bytes <= kSmemLimit, "shared memory");
 };
 
 struct LargeParams {
@@ -82,10 +114,11 @@ struct LargeParams {
   fp8gemm_dtype y_dtype;
   int y_paired;
   int M, N, K;
-  int m_blocks, n_blocks, k_groups;
-  int group_m; /* M-blocks per rasterization group */
-  /* Split-K when there are fewer tiles than SMs (small M): unit u is tile
-   * u / splits, groups [s * per_split, (s + 1) * per_split) of it. */
+  int m_blocks, n_blocks, k_groups, w_block_rows;
+  int m_units;     /* units of CM consecutive M blocks (one cluster's tiles) */
+  int group_units; /* M units per rasterization group */
+  /* Split-K when there are fewer tiles than SMs (small M, 1x1 clusters):
+   * unit u is tile u / splits, groups [s * per_split, (s + 1) * per_split). */
   int splits, groups_per_split;
   float *partial;          /* [splits][M][N] fp32 */
   int tma_store;           /* 2-byte y written through shared memory by tensor stores */
@@ -101,346 +134,400 @@ __device__ __forceinline__ uint32_t pack2(fp8gemm_dtype dtype, float a, float b)
   return *reinterpret_cast<uint32_t *>(&v);
 }
 
-/* d (+)= A[64x32] * B[128x32]^T; accumulate = 0 overwrites d (the first
- * k-step of a group), which keeps ordinary instructions from defining the
- * accumulators. */
-__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
-                                                 int accumulate) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, p, 1, 1;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
-        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),
-        "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
-        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
-        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),
-        "+f"(d[62]), "+f"(d[63])
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+/* The cluster unit `unit` -> its M and N unit, rasterized in groups of
+ * group_units M units so consecutive units share weight panels. */
+__device__ __forceinline__ void unit_coords(const LargeParams &p, int unit, int *mu, int *nu) {
+  const int per_group = p.group_units * p.n_blocks;
+  const int group = unit / per_group;
+  const int first = group * p.group_units;
+  const int rows = min(p.group_units, p.m_units - first);
+  const int in_group = unit % per_group;
+  *mu = first + in_group % rows;
+  *nu = in_group / rows;
 }
 
-__device__ __forceinline__ void tile_coords(const LargeParams &p, int tile, int *mb, int *nb) {
-  const int per_group = p.group_m * p.n_blocks;
-  const int group = tile / per_group;
-  const int first_m = group * p.group_m;
-  const int group_rows = min(p.group_m, p.m_blocks - first_m);
-  const int in_group = tile % per_group;
-  *mb = first_m + in_group % group_rows;
-  *nb = in_group / group_rows;
+/* acc[4i + e] += part[4i + e] * scale for the 8-column groups i < kCount of
+ * a piece; groups i < kSplit take the first weight-scale block, the rest
+ * the second (e < 2: row0, else row1). */
+template <int kCount, int kSplit>
+__device__ __forceinline__ void promote(float *acc, const float *part, float lo0, float lo1,
+                                        float hi0, float hi1) {
+#pragma unroll
+  for (int i = 0; i < kCount; i++) {
+    const float s0 = i < kSplit ? lo0 : hi0, s1 = i < kSplit ? lo1 : hi1;
+    acc[4 * i + 0] = fmaf(part[4 * i + 0], s0, acc[4 * i + 0]);
+    acc[4 * i + 1] = fmaf(part[4 * i + 1], s0, acc[4 * i + 1]);
+    acc[4 * i + 2] = fmaf(part[4 * i + 2], s1, acc[4 * i + 2]);
+    acc[4 * i + 3] = fmaf(part[4 * i + 3], s1, acc[4 * i + 3]);
+  }
 }
 
-
-template <bool kPreshuffled, int kBN>
+template <bool kPreshuffled, int kBN, int kCM>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_large_kernel(const __grid_constant__ CUtensorMap map_x,
                       const __grid_constant__ CUtensorMap map_w,
                       const __grid_constant__ CUtensorMap map_y, const LargeParams p) {
-  using T = Tile<kBN>;
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  uint8_t *epi_smem = smem + T::stages * T::stage_bytes;
-  uint64_t *full_bar = reinterpret_cast<uint64_t *>(epi_smem + T::epi_bytes);
-  uint64_t *empty_bar = full_bar + T::stages;
+  using C = Cfg<kBN, kCM>;
+  /* The dynamic shared memory starts 1 KiB-aligned (the 128B swizzle's
+   * atom); the trap below would catch a runtime that broke that. */
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t *epi_smem = smem + C::stages * C::stage_bytes;
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(epi_smem + C::epi_bytes);
+  uint64_t *empty_bar = full_bar + C::stages;
 
   const int warpgroup = threadIdx.x / 128;
   const int warp_in_group = (threadIdx.x / 32) % 4;
   const int lane = threadIdx.x % 32;
+  const uint32_t rank = C::cluster > 1 ? cluster_ctarank() : 0;
+  const int rm = (int)rank;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < T::stages; s++) {
+    if (smem_addr(smem) % 1024 != 0) __trap();
+    for (int s = 0; s < C::stages; s++) {
       mbar_init(smem_addr(full_bar + s), 1);
-      mbar_init(smem_addr(empty_bar + s), kConsumerWarps);
+      mbar_init(smem_addr(empty_bar + s), kConsumerWarps * C::cluster);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     fence_proxy_async();
   }
-  __syncthreads();
+  /* Peers multicast into this CTA's stages and arrive on its barriers. */
+  if constexpr (C::cluster > 1)
+    cluster_sync_all();
+  else
+    __syncthreads();
 
-  const int units = p.m_blocks * p.n_blocks * p.splits;
+  const int units = p.m_units * p.n_blocks * p.splits;
+  const int cluster_id = blockIdx.x / C::cluster, clusters = gridDim.x / C::cluster;
 
   if (warpgroup == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    if (warp_in_group != 0) return;
-    int stage = 0;
-    uint32_t phase = 0;
-    for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
-      int mb, nb;
-      tile_coords(p, unit / p.splits, &mb, &nb);
-      const int g_begin = (unit % p.splits) * p.groups_per_split;
-      const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
-      for (int g = g_begin; g < g_end; g++) {
-        mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
-        uint8_t *stage_a = smem + stage * T::stage_bytes;
-        uint8_t *stage_b = stage_a + kTileBytes;
-        const uint32_t bar = smem_addr(full_bar + stage);
-        const int width = min(kBlockK, p.K - g * kBlockK);
-        if (kPreshuffled) {
-          /* One bulk copy per 128-row block row of the weight present. */
-          uint32_t bytes = kTileBytes;
-          for (int h = 0; h < T::halves; h++) {
-            const int block_row = nb * T::halves + h;
-            const int rows = min(128, p.N - block_row * 128);
-            if (rows > 0 && width == kBlockK) bytes += rows * kBlockK;
-          }
-          if (width < kBlockK) {
-            for (int h = 0; h < T::halves; h++) {
-              const int block_row = nb * T::halves + h;
-              const int rows = max(0, min(128, p.N - block_row * 128));
-              const uint8_t *tile_src =
-                  p.w + (size_t)block_row * 128 * p.K + (size_t)g * kBlockK * rows;
-              copy_narrow_tile(stage_b + h * kTileBytes, tile_src, rows, width, lane);
+    if (warp_in_group == 0) {
+      /* The copy warp; every CTA of the cluster shares the weight tile. */
+      const uint16_t mask_b = (uint16_t)((1u << kCM) - 1);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int unit = cluster_id; unit < units; unit += clusters) {
+        int mu, nu;
+        unit_coords(p, unit / p.splits, &mu, &nu);
+        const int mb = mu * kCM + rm, nb = nu;
+        const int g_begin = (unit % p.splits) * p.groups_per_split;
+        const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
+        const int col0 = nb * kBN; /* first weight row (output column) of the tile */
+        const int b_rows = max(0, min(kBN, p.N - col0));
+        for (int g = g_begin; g < g_end; g++) {
+          mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
+          uint8_t *stage_a = smem + stage * C::stage_bytes;
+          uint8_t *stage_b = stage_a + kATileBytes;
+          const uint32_t bar = smem_addr(full_bar + stage);
+          const int width = min(kBlockK, p.K - g * kBlockK);
+          if (kPreshuffled && width < kBlockK) {
+            /* Narrow last K tile: every row of the tile into this CTA, swizzled. */
+            for (int i = lane; i < kBN * 8; i += 32) {
+              const int t = i / 8, pos = i % 8, chunk = pos ^ (t & 7), col = col0 + t;
+              uint4 v = make_uint4(0, 0, 0, 0);
+              if (col < p.N && chunk * 16 < width) {
+                const int br = col / 128, rows = min(128, p.N - br * 128);
+                v = *reinterpret_cast<const uint4 *>(p.w + (size_t)br * 128 * p.K +
+                                                     (size_t)g * kBlockK * rows +
+                                                     (size_t)(col % 128) * width + chunk * 16);
+              }
+              *reinterpret_cast<uint4 *>(stage_b + t * 128 + pos * 16) = v;
             }
             fence_proxy_async();
             __syncwarp();
           }
           if (lane == 0) {
+            uint32_t bytes = kATileBytes;
+            if (!kPreshuffled)
+              bytes += C::b_bytes; /* tensor copies count their zero fill */
+            else if (width == kBlockK)
+              bytes += (uint32_t)b_rows * kBlockK;
             mbar_arrive_expect_tx(bar, bytes);
             tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
-            if (width == kBlockK) {
-              for (int h = 0; h < T::halves; h++) {
-                const int block_row = nb * T::halves + h;
-                const int rows = min(128, p.N - block_row * 128);
-                if (rows > 0)
-                  bulk_load(smem_addr(stage_b + h * kTileBytes),
-                            p.w + (size_t)block_row * 128 * p.K + (size_t)g * kBlockK * rows,
-                            rows * kBlockK, bar);
+            const int t_begin = rm * C::b_slice_rows, t_end = t_begin + C::b_slice_rows;
+            if (!kPreshuffled) {
+              const uint32_t b_dst = smem_addr(stage_b + t_begin * 128);
+              if constexpr (kCM > 1)
+                tma_load_2d_multicast(b_dst, &map_w, g * kBlockK, col0 + t_begin, bar, mask_b);
+              else
+                tma_load_2d(b_dst, &map_w, g * kBlockK, col0 + t_begin, bar);
+            } else if (width == kBlockK) {
+              /* The slice's rows, block row by block row (each contiguous). */
+              for (int t = t_begin; t < min(t_end, b_rows);) {
+                const int col = col0 + t, br = col / 128, r = col % 128;
+                const int rows = min(128, p.N - br * 128);
+                const int n = min(t_end - t, rows - r);
+                const uint8_t *src =
+                    p.w + (size_t)br * 128 * p.K + (size_t)g * kBlockK * rows + (size_t)r * 128;
+                const uint32_t dst = smem_addr(stage_b + t * 128);
+                if constexpr (kCM > 1)
+                  bulk_load_multicast(dst, src, (uint32_t)n * 128, bar, mask_b);
+                else
+                  bulk_load(dst, src, (uint32_t)n * 128, bar);
+                t += n;
               }
             }
           }
-        } else if (lane == 0) {
-          mbar_arrive_expect_tx(bar, T::stage_bytes);
-          tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
-          tma_load_2d(smem_addr(stage_b), &map_w, g * kBlockK, nb * kBN, bar);
+          __syncwarp();
+          if (++stage == C::stages) {
+            stage = 0;
+            phase ^= 1;
+          }
         }
-        __syncwarp();
-        if (++stage == T::stages) {
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    /* Warp-uniform, so the A descriptors live in uniform registers. */
+    const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;
+    const bool leader = warp_in_group == 0 && lane == 0;
+    int stage = 0;
+    uint32_t phase = 0;
+    float acc[C::acc_regs];
+    /* Operand descriptors of stage 0 (this warpgroup's 64 rows of A; B);
+     * stage s and k-step kk add (s * stage_bytes + 32 kk) / 16 to the
+     * start-address field, which stays below 2^14 (shared memory < 256 KiB). */
+    const uint32_t smem_base = smem_addr(smem);
+    const uint64_t desc_a0 = smem_desc_sw128(smem_base + consumer * 64 * kBlockK);
+    const uint64_t desc_b0 = smem_desc_sw128(smem_base + kATileBytes);
+    const uint32_t bar_full0 = smem_addr(full_bar);
+    auto stage_desc = [](int s) { return (uint64_t)(s * (C::stage_bytes / 16)); };
+    /* This thread's two rows of the tile: lr and lr + 8. */
+    const int lr = consumer * 64 + warp_in_group * 16 + lane / 4;
+
+    /* A consumer warp frees a stage in every CTA of its cluster (lane j
+     * arrives on CTA rank ^ j), since each of them multicasts into it. */
+    auto release = [&](int s) {
+      if constexpr (C::cluster == 1) {
+        if (lane == 0) mbar_arrive(smem_addr(empty_bar + s));
+      } else {
+        if (lane < C::cluster)
+          mbar_arrive_cluster(cluster_map(smem_addr(empty_bar + s), rank ^ (uint32_t)lane));
+      }
+    };
+
+    for (int unit = cluster_id; unit < units; unit += clusters) {
+      int mu, nu;
+      const int tile = unit / p.splits, split = unit % p.splits;
+      unit_coords(p, tile, &mu, &nu);
+      const int mb = mu * kCM + rm, nb = nu;
+      const int g_begin = split * p.groups_per_split;
+      const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
+      const int col0 = nb * kBN;
+      const int row0 = mb * kBlockM + lr;
+      const int row1 = row0 + 8;
+      const bool row0_ok = row0 < p.M, row1_ok = row1 < p.M;
+      /* A 256 tile skips its second piece past N (the last tile of N = 2112). */
+      const int pieces_present =
+          C::pieces == 1 ? 1 : max(1, min(C::pieces, (p.N - col0 + C::piece - 1) / C::piece));
+      /* Where in the tile the second weight-scale block begins (192: 128 or 64). */
+      const int scale_split = 128 - col0 % 128;
+#pragma unroll
+      for (int i = 0; i < C::acc_regs; i++) acc[i] = 0.0f;
+
+      /* Scales through pointers clamped into the arrays (rows past M and
+       * weight blocks past N read a valid neighbour; those outputs are never
+       * stored), advanced one K group at a time, each group's loaded while
+       * the one before computes: no predicates and no 64-bit index
+       * arithmetic on the path between two batches of wgmmas. */
+      const float *sw_ptr[C::scale_blocks];
+#pragma unroll
+      for (int j = 0; j < C::scale_blocks; j++)
+        sw_ptr[j] = p.w_scale + (size_t)min(col0 / 128 + j, p.w_block_rows - 1) * p.k_groups + g_begin;
+      const float *sx0_ptr =
+          p.x_scale + (size_t)min(row0, p.M - 1) * p.sx_stride_m + (size_t)g_begin * p.sx_stride_g;
+      const float *sx1_ptr =
+          p.x_scale + (size_t)min(row1, p.M - 1) * p.sx_stride_m + (size_t)g_begin * p.sx_stride_g;
+      const size_t sx_step = p.sx_stride_g;
+      float sw_next[C::scale_blocks], sx0_next, sx1_next;
+      auto load_scales = [&]() {
+#pragma unroll
+        for (int j = 0; j < C::scale_blocks; j++) sw_next[j] = __ldg(sw_ptr[j]++);
+        sx0_next = __ldg(sx0_ptr);
+        sx1_next = __ldg(sx1_ptr);
+        sx0_ptr += sx_step;
+        sx1_ptr += sx_step;
+      };
+      if (g_begin < g_end) load_scales();
+
+      float part[C::part_regs];
+      for (int g = g_begin; g < g_end; g++) {
+        float sw[C::scale_blocks];
+#pragma unroll
+        for (int j = 0; j < C::scale_blocks; j++) sw[j] = sw_next[j];
+        const float sx0 = sx0_next, sx1 = sx1_next;
+        if (g + 1 < g_end) load_scales();
+        mbar_wait(bar_full0 + 8 * stage, phase);
+        const uint64_t da = desc_a0 + stage_desc(stage), db = desc_b0 + stage_desc(stage);
+#pragma unroll
+        for (int h = 0; h < C::pieces; h++) {
+          if (h < pieces_present) {
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < kBlockK / 32; kk++)
+              Wgmma<C::piece>::run(part, da + 2 * kk, db + h * (C::piece * 128 / 16) + 2 * kk, kk);
+            wgmma_commit();
+            wgmma_wait_all();
+            if (h == pieces_present - 1) release(stage);
+            if constexpr (kBN == 192) {
+              /* The second weight-scale block starts at column 128 or 64. */
+              const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
+              if (scale_split == 128)
+                promote<24, 16>(acc, part, lo0, lo1, hi0, hi1);
+              else
+                promote<24, 8>(acc, part, lo0, lo1, hi0, hi1);
+            } else {
+              const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
+              promote<16, 16>(acc + 64 * h, part, s0, s1, s0, s1);
+            }
+          }
+        }
+        if (++stage == C::stages) {
           stage = 0;
           phase ^= 1;
         }
       }
-    }
-    return;
-  }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-  const int consumer = warpgroup - 1;
-  int stage = 0;
-  uint32_t phase = 0;
-  float acc[64 * T::halves];
-  float part[64];
-  for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
-    int mb, nb;
-    const int tile = unit / p.splits, split = unit % p.splits;
-    tile_coords(p, tile, &mb, &nb);
-    const int g_begin = split * p.groups_per_split;
-    const int g_end = min(p.k_groups, g_begin + p.groups_per_split);
-    const int row0 = mb * kBlockM + consumer * 64 + warp_in_group * 16 + lane / 4;
-    const int row1 = row0 + 8;
-    const bool row0_ok = row0 < p.M, row1_ok = row1 < p.M;
-    /* Halves past N (the last tile of N = 2112 with 256-wide tiles) are skipped. */
-    const int halves_present = min(T::halves, (p.N - nb * kBN + 127) / 128);
+      /* acc[4i + e]: row row0 (e < 2) or row1, column
+       * col0 + 8i + 2 (lane % 4) + (e & 1). */
+      constexpr int kGroups = kBN / 8;
+      if (p.splits > 1) {
+        /* Split-K: fp32 partial of this K range, then the tile's CTAs add the
+         * partials in split order (deterministic). */
+        float *mine = p.partial + (size_t)split * p.M * p.N;
 #pragma unroll
-    for (int i = 0; i < 64 * T::halves; i++) acc[i] = 0.0f;
-
-    /* The scales of group g + 1 are loaded while group g computes. */
-    float sw_next[T::halves], sx0_next = 0.0f, sx1_next = 0.0f;
-    auto load_scales = [&](int g) {
-#pragma unroll
-      for (int h = 0; h < T::halves; h++)
-        sw_next[h] = h < halves_present
-                         ? __ldg(p.w_scale + (size_t)(nb * T::halves + h) * p.k_groups + g)
-                         : 0.0f;
-      sx0_next = row0_ok ? __ldg(p.x_scale + (size_t)row0 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
-      sx1_next = row1_ok ? __ldg(p.x_scale + (size_t)row1 * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
-    };
-    if (g_begin < g_end) load_scales(g_begin);
-    for (int g = g_begin; g < g_end; g++) {
-      float sw[T::halves];
-#pragma unroll
-      for (int h = 0; h < T::halves; h++) sw[h] = sw_next[h];
-      const float sx0 = sx0_next, sx1 = sx1_next;
-      if (g + 1 < g_end) load_scales(g + 1);
-      mbar_wait(smem_addr(full_bar + stage), phase);
-      const uint32_t a_base = smem_addr(smem + stage * T::stage_bytes) + consumer * 64 * kBlockK;
-      const uint32_t b_base = smem_addr(smem + stage * T::stage_bytes + kTileBytes);
-#pragma unroll
-      for (int h = 0; h < T::halves; h++) {
-        if (h < halves_present) {
-          wgmma_fence();
-#pragma unroll
-          for (int kk = 0; kk < kBlockK / 32; kk++)
-            wgmma_m64n128k32(part, smem_desc_sw128(a_base + kk * 32),
-                             smem_desc_sw128(b_base + h * kTileBytes + kk * 32), kk);
-          wgmma_commit();
-          wgmma_wait_all();
-          if (h == halves_present - 1 && lane == 0) mbar_arrive(smem_addr(empty_bar + stage));
-          const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
-#pragma unroll
-          for (int i = 0; i < 16; i++) {
-            acc[64 * h + 4 * i + 0] = fmaf(part[4 * i + 0], s0, acc[64 * h + 4 * i + 0]);
-            acc[64 * h + 4 * i + 1] = fmaf(part[4 * i + 1], s0, acc[64 * h + 4 * i + 1]);
-            acc[64 * h + 4 * i + 2] = fmaf(part[4 * i + 2], s1, acc[64 * h + 4 * i + 2]);
-            acc[64 * h + 4 * i + 3] = fmaf(part[4 * i + 3], s1, acc[64 * h + 4 * i + 3]);
-          }
-        }
-      }
-      if (++stage == T::stages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
-
-    /* acc[64h + 4i + e]: row row0 (e < 2) or row1, column nb*kBN + 128h + 8i + 2*(lane%4) + (e & 1). */
-    if (p.splits > 1) {
-      /* Split-K: fp32 partial of this K range, then the last of the tile's
-       * units adds the partials in split order (deterministic). */
-      float *mine = p.partial + (size_t)split * p.M * p.N;
-#pragma unroll
-      for (int h = 0; h < T::halves; h++)
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-          const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
-          const float *a = acc + 64 * h + 4 * i;
+        for (int i = 0; i < kGroups; i++) {
+          const int col = col0 + 8 * i + 2 * (lane % 4);
+          const float *a = acc + 4 * i;
           if (col < p.N && row0_ok) mine[(size_t)row0 * p.N + col] = a[0];
           if (col + 1 < p.N && row0_ok) mine[(size_t)row0 * p.N + col + 1] = a[1];
           if (col < p.N && row1_ok) mine[(size_t)row1 * p.N + col] = a[2];
           if (col + 1 < p.N && row1_ok) mine[(size_t)row1 * p.N + col + 1] = a[3];
         }
-      /* Every unit of a split launch has its own CTA (units <= SMs), all
-       * resident at once (cooperative launch), so the tile's CTAs wait for
-       * each other and then each adds up its own slice of rows: the
-       * reduction runs in parallel. */
-      __threadfence();
-      asm volatile("bar.sync 1, 256;" ::: "memory"); /* the two consumer warpgroups */
-      if (threadIdx.x == 128) {
-        atomicAdd(p.counters + tile, 1u);
-        while (*reinterpret_cast<volatile unsigned int *>(p.counters + tile) < (unsigned)p.splits)
-          __nanosleep(64);
-      }
-      asm volatile("bar.sync 1, 256;" ::: "memory");
-      __threadfence();
-      const int rows = min(kBlockM, p.M - mb * kBlockM), cols = min(kBN, p.N - nb * kBN);
-      const int r_begin = split * rows / p.splits, r_end = (split + 1) * rows / p.splits;
-      const int t = threadIdx.x - 128;
-      if (p.N % 4 == 0) {
-        /* float4 columns; each thread's outputs gathered over all splits at once. */
-        const int quads = (cols + 3) / 4, items = (r_end - r_begin) * quads;
-        for (int base = 0; base < items; base += 256 * 4) {
-          float4 sum[4];
+        /* Every unit of a split launch has its own CTA (units <= SMs), all
+         * resident at once (cooperative launch), so the tile's CTAs wait for
+         * each other and then each adds up its own slice of rows: the
+         * reduction runs in parallel. */
+        __threadfence();
+        named_bar(1, 256); /* the two consumer warpgroups */
+        if (threadIdx.x == 128) {
+          atomicAdd(p.counters + tile, 1u);
+          while (*reinterpret_cast<volatile unsigned int *>(p.counters + tile) < (unsigned)p.splits)
+            __nanosleep(64);
+        }
+        named_bar(1, 256);
+        __threadfence();
+        const int rows = min(kBlockM, p.M - mb * kBlockM), cols = min(kBN, p.N - col0);
+        const int r_begin = split * rows / p.splits, r_end = (split + 1) * rows / p.splits;
+        const int t = threadIdx.x - 128;
+        if (p.N % 4 == 0) {
+          /* float4 columns; each thread's outputs gathered over all splits at once. */
+          const int quads = (cols + 3) / 4, items = (r_end - r_begin) * quads;
+          for (int base = 0; base < items; base += 256 * 4) {
+            float4 sum[4];
 #pragma unroll
-          for (int u = 0; u < 4; u++) sum[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-          for (int sp = 0; sp < p.splits; sp++) {
+            for (int u = 0; u < 4; u++) sum[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int sp = 0; sp < p.splits; sp++) {
+#pragma unroll
+              for (int u = 0; u < 4; u++) {
+                const int idx = base + u * 256 + t;
+                if (idx < items) {
+                  const int row = mb * kBlockM + r_begin + idx / quads, col = col0 + 4 * (idx % quads);
+                  const float4 v = __ldcg(reinterpret_cast<const float4 *>(
+                      p.partial + ((size_t)sp * p.M + row) * p.N + col));
+                  sum[u].x += v.x;
+                  sum[u].y += v.y;
+                  sum[u].z += v.z;
+                  sum[u].w += v.w;
+                }
+              }
+            }
 #pragma unroll
             for (int u = 0; u < 4; u++) {
               const int idx = base + u * 256 + t;
               if (idx < items) {
-                const int row = mb * kBlockM + r_begin + idx / quads, col = nb * kBN + 4 * (idx % quads);
-                const float4 v = __ldcg(reinterpret_cast<const float4 *>(
-                    p.partial + ((size_t)sp * p.M + row) * p.N + col));
-                sum[u].x += v.x;
-                sum[u].y += v.y;
-                sum[u].z += v.z;
-                sum[u].w += v.w;
+                const int row = mb * kBlockM + r_begin + idx / quads, col = col0 + 4 * (idx % quads);
+                const float v[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
+                for (int e = 0; e < 4 && col + e < p.N; e++)
+                  store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col + e,
+                                v[e] + (p.bias ? __ldg(p.bias + col + e) : 0.0f));
               }
             }
           }
+        } else {
+          for (int idx = t; idx < (r_end - r_begin) * cols; idx += 256) {
+            const int row = mb * kBlockM + r_begin + idx / cols, col = col0 + idx % cols;
+            float sum = 0.0f;
+            for (int sp = 0; sp < p.splits; sp++)
+              sum += __ldcg(p.partial + ((size_t)sp * p.M + row) * p.N + col);
+            store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col,
+                          sum + (p.bias ? __ldg(p.bias + col) : 0.0f));
+          }
+        }
+        /* The last CTA of the tile to finish resets both counters for the next launch. */
+        named_bar(1, 256);
+        if (threadIdx.x == 128 &&
+            atomicAdd(p.counters + FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile, 1u) ==
+                (unsigned)(p.splits - 1)) {
+          p.counters[tile] = 0;
+          p.counters[FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile] = 0;
+        }
+        continue;
+      }
+      if (p.tma_store) {
+        /* Each consumer warpgroup stages its 64 rows x epi_cols columns in
+         * shared memory as 64 x 64 boxes with the 128B swizzle (16-byte
+         * chunk c of row r at c ^ (r % 8): the warp's 32 four-byte stores
+         * hit 32 banks) and one thread hands them to the tensor-store
+         * engine. The stores run while the warpgroup goes on; the buffer is
+         * rewritten only once the engine has read it. */
+        constexpr int kChunkGroups = C::epi_cols / 8;
+        uint8_t *buf = epi_smem + consumer * (C::epi_bytes / 2);
+        const uint32_t buf_addr = smem_addr(buf);
+        const int wr = warp_in_group * 16 + lane / 4; /* row0 in the warpgroup's 64 rows */
 #pragma unroll
-          for (int u = 0; u < 4; u++) {
-            const int idx = base + u * 256 + t;
-            if (idx < items) {
-              const int row = mb * kBlockM + r_begin + idx / quads, col = nb * kBN + 4 * (idx % quads);
-              const float v[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
-              for (int e = 0; e < 4 && col + e < p.N; e++)
-                store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col + e,
-                              v[e] + (p.bias ? __ldg(p.bias + col + e) : 0.0f));
+        for (int h = 0; h < kBN / C::epi_cols; h++) {
+          if (col0 + C::epi_cols * h < p.N) {
+            if (leader) bulk_wait_read0();
+            named_bar(2 + consumer, 128);
+#pragma unroll
+            for (int i = 0; i < kChunkGroups; i++) {
+              const int col = col0 + C::epi_cols * h + 8 * i + 2 * (lane % 4);
+              float b0 = 0.0f, b1 = 0.0f;
+              if (p.bias) {
+                b0 = col < p.N ? __ldg(p.bias + col) : 0.0f;
+                b1 = col + 1 < p.N ? __ldg(p.bias + col + 1) : 0.0f;
+              }
+              const float *a = acc + 4 * (kChunkGroups * h + i);
+              const uint32_t off = (i / 8) * 8192 + (((i % 8) ^ (wr % 8)) * 16) + (lane % 4) * 4;
+              *reinterpret_cast<uint32_t *>(buf + wr * 128 + off) =
+                  pack2(p.y_dtype, a[0] + b0, a[1] + b1);
+              *reinterpret_cast<uint32_t *>(buf + (wr + 8) * 128 + off) =
+                  pack2(p.y_dtype, a[2] + b0, a[3] + b1);
+            }
+            fence_proxy_async();
+            named_bar(2 + consumer, 128);
+            if (leader) {
+              const int c0 = col0 + C::epi_cols * h, r0 = mb * kBlockM + consumer * 64;
+              if (r0 < p.M) {
+#pragma unroll
+                for (int b = 0; b < C::epi_cols / 64; b++)
+                  if (c0 + 64 * b < p.N) tma_store_2d(&map_y, buf_addr + b * 8192, c0 + 64 * b, r0);
+              }
+              bulk_commit();
             }
           }
         }
-      } else {
-        for (int idx = t; idx < (r_end - r_begin) * cols; idx += 256) {
-          const int row = mb * kBlockM + r_begin + idx / cols, col = nb * kBN + idx % cols;
-          float sum = 0.0f;
-          for (int sp = 0; sp < p.splits; sp++)
-            sum += __ldcg(p.partial + ((size_t)sp * p.M + row) * p.N + col);
-          store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col,
-                        sum + (p.bias ? __ldg(p.bias + col) : 0.0f));
-        }
+        continue;
       }
-      /* The last CTA of the tile to finish resets both counters for the next launch. */
-      asm volatile("bar.sync 1, 256;" ::: "memory");
-      if (threadIdx.x == 128 &&
-          atomicAdd(p.counters + FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile, 1u) == (unsigned)(p.splits - 1)) {
-        p.counters[tile] = 0;
-        p.counters[FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile] = 0;
-      }
-      continue;
-    }
-    if (p.tma_store) {
-      /* Each consumer warpgroup stages its 64 rows x 128 columns (one half)
-       * in shared memory as two 64 x 64 boxes with the 128B swizzle (16-byte
-       * chunk c of row r at c ^ (r % 8): the warp's 32 four-byte stores hit
-       * 32 banks) and one thread hands them to the tensor-store engine. The
-       * stores run while the warpgroup goes on with the next half or tile;
-       * the buffer is only rewritten once the engine has read it. */
-      uint8_t *buf = epi_smem + consumer * (T::epi_bytes / 2);
-      const uint32_t buf_addr = smem_addr(buf);
-      const bool leader = warp_in_group == 0 && lane == 0;
-      const int lr = warp_in_group * 16 + lane / 4; /* row0 in the warpgroup's 64 rows */
 #pragma unroll
-      for (int h = 0; h < T::halves; h++) {
-        if (h < halves_present) {
-          if (leader) bulk_wait_read0();
-          named_bar(2 + consumer, 128);
-#pragma unroll
-          for (int i = 0; i < 16; i++) {
-            const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
-            float b0 = 0.0f, b1 = 0.0f;
-            if (p.bias) {
-              b0 = col < p.N ? __ldg(p.bias + col) : 0.0f;
-              b1 = col + 1 < p.N ? __ldg(p.bias + col + 1) : 0.0f;
-            }
-            const float *a = acc + 64 * h + 4 * i;
-            const uint32_t off = (i / 8) * 8192 + (((i % 8) ^ (lr % 8)) * 16) + (lane % 4) * 4;
-            *reinterpret_cast<uint32_t *>(buf + lr * 128 + off) = pack2(p.y_dtype, a[0] + b0, a[1] + b1);
-            *reinterpret_cast<uint32_t *>(buf + (lr + 8) * 128 + off) =
-                pack2(p.y_dtype, a[2] + b0, a[3] + b1);
-          }
-          fence_proxy_async();
-          named_bar(2 + consumer, 128);
-          if (leader) {
-            const int c0 = nb * kBN + 128 * h, r0 = mb * kBlockM + consumer * 64;
-            if (r0 < p.M) {
-              tma_store_2d(&map_y, buf_addr, c0, r0);
-              if (c0 + 64 < p.N) tma_store_2d(&map_y, buf_addr + 8192, c0 + 64, r0);
-            }
-            bulk_commit();
-          }
-        }
-      }
-      continue;
-    }
-#pragma unroll
-    for (int h = 0; h < T::halves; h++)
-#pragma unroll
-      for (int i = 0; i < 16; i++) {
-        const int col = nb * kBN + 128 * h + 8 * i + 2 * (lane % 4);
+      for (int i = 0; i < kGroups; i++) {
+        const int col = col0 + 8 * i + 2 * (lane % 4);
         if (col >= p.N) continue;
         const bool second = col + 1 < p.N;
         const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
         const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
-        const float *a = acc + 64 * h + 4 * i;
+        const float *a = acc + 4 * i;
         if (row0_ok)
           store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1, second,
                      p.y_paired);
@@ -448,19 +535,98 @@ __global__ void __launch_bounds__(kThreads, 1)
           store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1, second,
                      p.y_paired);
       }
+    }
+    /* Tensor stores read shared memory until they complete. */
+    if (p.tma_store && leader) bulk_wait0();
   }
-  /* Tensor stores read shared memory until they complete. */
-  if (p.tma_store && warp_in_group == 0 && lane == 0) bulk_wait0();
+  /* No CTA leaves while a peer may still arrive on its barriers. */
+  if constexpr (C::cluster > 1) cluster_sync_all();
 }
 
-template <bool kPreshuffled, int kBN>
-fp8gemm_status raise_smem_limit() {
-  return fp8gemm_cuda_check(
-      cudaFuncSetAttribute(reinterpret_cast<const void *>(gemm_large_kernel<kPreshuffled, kBN>),
-                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           (int)Tile<kBN>::smem_bytes),
-      "large-M kernel: shared-memory limit");
-}
+/* One instantiation: its launch and its one-time set-up. */
+template <bool kPre, int kBN, int kCM>
+struct Large {
+  using C = Cfg<kBN, kCM>;
+  static const void *fn() {
+    return reinterpret_cast<const void *>(gemm_large_kernel<kPre, kBN, kCM>);
+  }
+  static fp8gemm_status prepare() {
+    return fp8gemm_cuda_check(cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)C::smem_bytes),
+                              "large-M kernel: shared-memory limit");
+  }
+  static fp8gemm_status launch(fp8gemm_cuda_state *s, const CUtensorMap &map_x,
+                               const CUtensorMap &map_w, const CUtensorMap &map_y, LargeParams p) {
+    const long long units = (long long)p.m_units * p.n_blocks * p.splits;
+    const int max_clusters = C::cluster == 1 ? s->sm_count : s->large_max_clusters;
+    if (max_clusters < 1)
+      return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
+                               "large-M GEMM: no cluster of %d CTAs fits on the device", C::cluster);
+    const unsigned grid = (unsigned)(units < max_clusters ? units : max_clusters) * C::cluster;
+    /* A split launch's CTAs wait for each other (see the split-K epilogue):
+     * launched cooperatively, they are all resident at once even when
+     * another launch on a concurrent stream holds some SMs. */
+    cudaLaunchAttribute attr[1];
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = C::smem_bytes;
+    config.stream = s->stream;
+    config.attrs = attr;
+    config.numAttrs = 0;
+    if (p.splits > 1) {
+      attr[0].id = cudaLaunchAttributeCooperative;
+      attr[0].val.cooperative = 1;
+      config.numAttrs = 1;
+    } else if (C::cluster > 1) {
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = C::cluster;
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      config.numAttrs = 1;
+    }
+    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPre, kBN, kCM>,
+                                        map_x, map_w, map_y, p),
+                     "large-M GEMM kernel launch");
+    return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
+  }
+};
+
+typedef fp8gemm_cuda_large_config LargeConfig;
+
+template <bool kPre>
+struct LargeTable {
+  typedef fp8gemm_status (*launch_fn)(fp8gemm_cuda_state *, const CUtensorMap &,
+                                      const CUtensorMap &, const CUtensorMap &, LargeParams);
+  struct Entry {
+    LargeConfig config;
+    launch_fn launch;
+    fp8gemm_status (*prepare)();
+    const void *(*fn)();
+    int cluster;
+    size_t smem;
+  };
+  template <int kBN, int kCM>
+  static constexpr Entry entry() {
+    using L = Large<kPre, kBN, kCM>;
+    return Entry{{kBN, kCM}, &L::launch, &L::prepare, &L::fn, kCM, L::C::smem_bytes};
+  }
+  static const Entry *entries(int *count) {
+    static const Entry table[] = {
+        entry<128, 1>(), entry<192, 1>(), entry<192, 2>(), entry<256, 1>(), entry<256, 2>(),
+    };
+    *count = (int)(sizeof table / sizeof table[0]);
+    return table;
+  }
+  static const Entry *find(const LargeConfig &c) {
+    int n;
+    const Entry *e = entries(&n);
+    for (int i = 0; i < n; i++)
+      if (e[i].config.bn == c.bn && e[i].config.cm == c.cm)
+        return e + i;
+    return nullptr;
+  }
+};
 
 /* Splits K over the units of a launch with fewer tiles than SMs. */
 void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits, int *per_split) {
@@ -472,31 +638,25 @@ void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits,
   *splits = (k_groups + *per_split - 1) / *per_split;
 }
 
-template <bool kPreshuffled, int kBN>
-fp8gemm_status launch(fp8gemm_cuda_state *s, const CUtensorMap &map_x, const CUtensorMap &map_w,
-                      const CUtensorMap &map_y, LargeParams p) {
-  p.n_blocks = (p.N + kBN - 1) / kBN;
-  const long long units = (long long)p.m_blocks * p.n_blocks * p.splits;
-  if (units > 0x7fffffffLL)
-    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %lld tiles", units);
-  const unsigned grid = (unsigned)(units < s->sm_count ? units : s->sm_count);
-  /* A split launch's CTAs wait for each other (see the split-K epilogue):
-   * launched cooperatively, they are all resident at once even when
-   * another launch on a concurrent stream holds some SMs. */
-  cudaLaunchAttribute cooperative;
-  cooperative.id = cudaLaunchAttributeCooperative;
-  cooperative.val.cooperative = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = Tile<kBN>::smem_bytes;
-  config.stream = s->stream;
-  config.attrs = &cooperative;
-  config.numAttrs = p.splits > 1 ? 1 : 0;
-  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPreshuffled, kBN>, map_x, map_w,
-                                      map_y, p),
-                   "large-M GEMM kernel launch");
-  return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
+/* The built-in choice for an unsplit launch: the tile width whose tiles
+ * take the fewest columns' worth of waves over the SMs (waves x width),
+ * ties to the wider tile (fewer bytes per FLOP into each SM), one CTA per
+ * cluster. Measured on an H200 (bench/results/cuda-h200-2026-12-04-largem.md)
+ * this picks the fastest width, or one within run-to-run noise, on the
+ * DeepSeek-V3 shapes at M = 1024 and 4096 and on 8192^3; e.g. N = 2112:
+ * 192 (3 waves of 192 columns; 256-wide tiles leave a short last wave)
+ * 115 us vs 145. Clusters sharing the weight tile (FP8GEMM_CUDA_LARGE_CONFIG
+ * 256/2x1, 192/2x1) measured from 8% faster to 10% slower, so they are
+ * not the default. */
+LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
+  auto cost = [&](int bn) {
+    const long long tiles = (long long)m_blocks * ((N + bn - 1) / bn);
+    return (tiles + s->sm_count - 1) / s->sm_count * bn;
+  };
+  LargeConfig c = {256, 1};
+  if (cost(192) < cost(c.bn)) c.bn = 192;
+  if (cost(128) < cost(c.bn)) c.bn = 128;
+  return c;
 }
 
 }  // namespace
@@ -509,12 +669,52 @@ extern "C" int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p) {
   return 1;
 }
 
-extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(void) {
-  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<true, 128>()));
-  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<false, 128>()));
-  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<true, 256>()));
-  FP8GEMM_RETURN_IF_ERROR((raise_smem_limit<false, 256>()));
+extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(fp8gemm_cuda_state *s) {
+  int n;
+  const LargeTable<true>::Entry *pre = LargeTable<true>::entries(&n);
+  const LargeTable<false>::Entry *plain = LargeTable<false>::entries(&n);
+  for (int i = 0; i < n; i++) {
+    FP8GEMM_RETURN_IF_ERROR(pre[i].prepare());
+    FP8GEMM_RETURN_IF_ERROR(plain[i].prepare());
+  }
+  /* How many clusters of 2 CTAs (one per SM) the device holds at once, for
+   * the instantiation with the most shared memory: the size of the
+   * persistent grid of clustered launches. */
+  s->large_max_clusters = 0;
+  for (int i = 0; i < n; i++) {
+    if (plain[i].cluster != 2) continue;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 2;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(2 * s->sm_count);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = plain[i].smem;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    FP8GEMM_CUDA_TRY(cudaOccupancyMaxActiveClusters(&clusters, plain[i].fn(), &config),
+                     "large-M kernel: clusters per device");
+    if (s->large_max_clusters == 0 || clusters < s->large_max_clusters)
+      s->large_max_clusters = clusters;
+  }
   return FP8GEMM_OK;
+}
+
+extern "C" int fp8gemm_cuda_parse_large_config(const char *text, fp8gemm_cuda_large_config *out) {
+  LargeConfig c = {0, 1};
+  int used = 0;
+  if (sscanf(text, "%d%n", &c.bn, &used) != 1) return 0;
+  text += used;
+  if (*text == '/') {
+    if (sscanf(text, "/%dx1%n", &c.cm, &used) != 1) return 0;
+    text += used;
+  }
+  if (*text != '\0' || !LargeTable<false>::find(c)) return 0;
+  *out = c;
+  return 1;
 }
 
 extern "C" size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
@@ -548,36 +748,48 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   p.K = (int)prob->K;
   p.m_blocks = (int)((prob->M + kBlockM - 1) / kBlockM);
   p.k_groups = (int)((prob->K + kBlockK - 1) / kBlockK);
-  /* 256-wide tiles when they still give every SM a tile, else 128 (and
-   * split K when even those are fewer than the SMs). */
-  const long long wide_tiles = (long long)p.m_blocks * ((p.N + 255) / 256);
-  const int bn = s->large_bn == 128 || s->large_bn == 256 ? s->large_bn
-                 : wide_tiles >= s->sm_count                ? 256
-                                                            : 128;
-  p.group_m = s->large_group_m > 0 ? s->large_group_m : kGroupM;
+  p.w_block_rows = (int)((prob->N + 127) / 128);
   p.splits = 1;
   p.groups_per_split = p.k_groups;
   p.partial = static_cast<float *>(workspace);
   p.counters = s->split_counters;
-  if (bn == 128) {
-    plan_large_splits(s->sm_count, (long long)p.m_blocks * ((p.N + 127) / 128), p.k_groups,
-                      &p.splits, &p.groups_per_split);
-    if (p.splits > 1 && (!workspace || workspace_bytes < (size_t)p.splits * prob->M * prob->N * sizeof(float))) {
+
+  /* FP8GEMM_CUDA_LARGE_CONFIG (benchmarks, tests) forces one configuration,
+   * unsplit; else fewer 128 x 128 tiles than SMs split K over 128-wide
+   * tiles, one CTA each. */
+  LargeConfig config = default_config(s, p.m_blocks, p.N);
+  const long long narrow_tiles = (long long)p.m_blocks * p.w_block_rows;
+  if (s->large_config.bn != 0) {
+    config = s->large_config;
+  } else if (narrow_tiles < s->sm_count) {
+    config = LargeConfig{128, 1};
+    plan_large_splits(s->sm_count, narrow_tiles, p.k_groups, &p.splits, &p.groups_per_split);
+    if (p.splits > 1 &&
+        (!workspace || workspace_bytes < (size_t)p.splits * prob->M * prob->N * sizeof(float))) {
       p.splits = 1; /* no room for partials: unsplit, same result */
       p.groups_per_split = p.k_groups;
     }
   }
 
+  const int bn = config.bn;
+  p.n_blocks = (p.N + bn - 1) / bn;
+  p.m_units = (p.m_blocks + config.cm - 1) / config.cm;
+  const int group_m = s->large_group_m > 0 ? s->large_group_m : kGroupM;
+  p.group_units = group_m / config.cm > 0 ? group_m / config.cm : 1;
+  if ((long long)p.m_units * p.n_blocks * p.splits > 0x7fffffffLL)
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT, "large-M GEMM: %d x %d tiles",
+                             p.m_blocks, p.n_blocks);
+
   CUtensorMap map_x, map_w, map_y;
-  FP8GEMM_RETURN_IF_ERROR(
-      fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->xq, prob->K, prob->M,
-                             prob->ldq, kBlockK, kBlockM, "large-M GEMM xq"));
+  FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                                 prob->xq, prob->K, prob->M, prob->ldq, kBlockK,
+                                                 kBlockM, "large-M GEMM xq"));
   if (prob->w_preshuffled)
     map_w = map_x; /* unused: the weight comes by bulk copies */
   else
-    FP8GEMM_RETURN_IF_ERROR(
-        fp8gemm_cuda_encode_2d(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w, prob->K, prob->N,
-                               prob->K, kBlockK, (unsigned)bn, "large-M GEMM weight"));
+    FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w,
+                                                   prob->K, prob->N, prob->K, kBlockK,
+                                                   (unsigned)(bn / config.cm), "large-M GEMM weight"));
   /* 2-byte outputs of unsplit launches go out through tensor stores (the
    * engine needs a 16-byte aligned base and row pitch). */
   p.tma_store = p.splits == 1 && y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
@@ -595,9 +807,18 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
                                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) p.tma_store = 0; /* the direct stores serve any y */
   }
-  if (prob->w_preshuffled)
-    return bn == 256 ? launch<true, 256>(s, map_x, map_w, map_y, p)
-                     : launch<true, 128>(s, map_x, map_w, map_y, p);
-  return bn == 256 ? launch<false, 256>(s, map_x, map_w, map_y, p)
-                   : launch<false, 128>(s, map_x, map_w, map_y, p);
+  if (prob->w_preshuffled) {
+    const LargeTable<true>::Entry *e = LargeTable<true>::find(config);
+    if (!e)
+      return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                               "large-M GEMM: no kernel built for tile %d, cluster %d",
+                               config.bn, config.cm);
+    return e->launch(s, map_x, map_w, map_y, p);
+  }
+  const LargeTable<false>::Entry *e = LargeTable<false>::find(config);
+  if (!e)
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                             "large-M GEMM: no kernel built for tile %d, cluster %d", config.bn,
+                             config.cm);
+  return e->launch(s, map_x, map_w, map_y, p);
 }

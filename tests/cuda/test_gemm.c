@@ -251,6 +251,42 @@ static void test_linear_from_x(void **state) {
   free(w);
 }
 
+/* Every large-M kernel configuration (tile width 128 / 192 / 256, clusters
+ * sharing the weight and the activation tiles),
+ * forced with FP8GEMM_CUDA_LARGE_CONFIG and the large kernel for every M:
+ * 1, 2, 3 and 5 M blocks (a cluster's second M block past the matrix), N
+ * that no tile width divides and whose 192-wide tiles start mid scale
+ * block, a partial last K group, both layouts, tensor-store (bf16) and
+ * direct-store (f32) outputs, bias. */
+static void test_large_configs(void **state) {
+  (void)state;
+  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1"};
+  static const size_t ms[] = {129, 300, 520, 1};
+  fp8gemm_context *shared_ctx = g_ctx;
+  const char *crossover = getenv("FP8GEMM_CUDA_CROSSOVER");
+  char *saved_crossover = crossover ? strdup(crossover) : NULL;
+  setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
+  for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+    setenv("FP8GEMM_CUDA_LARGE_CONFIG", configs[i], 1);
+    g_ctx = ct_context(NULL);
+    printf("# large-M configuration %s\n", configs[i]);
+    const gemm_case a = {2112, 400, ms, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+    run_both_layouts(&a);
+    if (!ct_quick()) {
+      const gemm_case b = {1000, 1024, ms, 4, FP8GEMM_DTYPE_F32, 0, 1e-3};
+      run_both_layouts(&b);
+    }
+    fp8gemm_context_destroy(g_ctx);
+  }
+  unsetenv("FP8GEMM_CUDA_LARGE_CONFIG");
+  if (saved_crossover)
+    setenv("FP8GEMM_CUDA_CROSSOVER", saved_crossover, 1);
+  else
+    unsetenv("FP8GEMM_CUDA_CROSSOVER");
+  free(saved_crossover);
+  g_ctx = shared_ctx;
+}
+
 static int setup(void **state) {
   (void)state;
   g_ctx = ct_context(NULL);
@@ -276,6 +312,7 @@ int main(void) {
       cmocka_unit_test(test_row_partitions),
       cmocka_unit_test(test_output_dtypes_and_bias),
       cmocka_unit_test(test_linear_from_x),
+      cmocka_unit_test(test_large_configs),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
