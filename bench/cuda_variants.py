@@ -2,12 +2,12 @@
 """Times kernel variants of the CUDA backend against each other and torch's
 blockwise scaled_mm, in one process (same card, same run), for a few shapes.
 A variant is a set of FP8GEMM_CUDA_* environment values read when its context
-is created (FP8GEMM_CUDA_LARGE_BN, _GROUP_M, _LARGE_VARIANT, _CROSSOVER, ...).
+is created (FP8GEMM_CUDA_LARGE_CONFIG, _GROUP_M, _LARGE_VARIANT, _CROSSOVER, ...).
 Timing as bench/cuda_bench.py: CUDA graphs of --calls calls over inputs
 rotated through more than L2, median of --reps replays.
 
   cuda_variants.py --lib L --shapes "4096,7168,2048;1,2112,7168" \
-      --variants "base:;bn128:FP8GEMM_CUDA_LARGE_BN=128" [--layouts plain,sm90]
+      --variants "base:;w192:FP8GEMM_CUDA_LARGE_CONFIG=192" [--layouts plain,sm90]
   cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls)
 """
 import argparse

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Large-M kernel configurations on the Hopper machine, building nothing: a
+# short check of each configuration (`fp8gemm verify`, a hang or error drops
+# it), the GPU tests (quick set; FULL=1 for the full sweeps), then
+# bench/cuda_variants.py over the large-M shapes with each configuration
+# forced (FP8GEMM_CUDA_LARGE_CONFIG) and torch's blockwise scaled_mm in the
+# same process; BASE_LIB=path adds the same shapes on another build of the
+# library (a separate process) for before/after.
+#
+#   bash bench/pack_gpu.sh .gpuart      (here)
+#   bash bench/gpu_large.sh .gpuart     (device; writes under $OUT)
+#   CONFIGS="name=256/2x1 ..."  SHAPES="M,N,K;..."  LAYOUTS=plain,sm90
+set -u
+ART=$(cd "${1:?artifacts folder}" && pwd)
+OUT=${OUT:-/tmp/fp8gemm-large}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$ART:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/.."
+CONFIGS=${CONFIGS:-"c128=128 c192=192 c192m=192/2x1 c256=256 c256m=256/2x1 default="}
+SHAPES=${SHAPES:-"4096,7168,2048;4096,24576,1536;4096,4096,7168;4096,7168,16384;4096,2112,7168;8192,8192,8192;1024,7168,2048;4096,32768,512"}
+LAYOUTS=${LAYOUTS:-plain,sm90}
+status=0
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+# A short check of each configuration first (a hang or a wrong result
+# drops it from the rest of the run instead of stalling the whole lease).
+good="" all_good=1
+: >"$OUT/smoke.log"
+for c in $CONFIGS; do
+  name=${c%%=*} value=${c#*=}
+  [ -n "$value" ] || { good="$good $c"; continue; }
+  FP8GEMM_CUDA_CROSSOVER=0 FP8GEMM_CUDA_LARGE_CONFIG=$value timeout 40 "$ART/fp8gemm" verify \
+    --backend cuda --shapes "520,2112,400;300,1000,1024;129,8192,512" >/tmp/smoke.one 2>&1
+  rc=$?
+  cat /tmp/smoke.one >>"$OUT/smoke.log"
+  echo "== smoke $name ($value) rc=$rc"
+  if [ $rc -eq 0 ]; then good="$good $c"; else all_good=0 status=1; tail -5 /tmp/smoke.one; fi
+done
+CONFIGS=$good
+: >"$OUT/tests.log"
+for t in "$ART"/cuda_test_*; do
+  case "$t" in *gemm*) [ $all_good = 1 ] || { echo "== $(basename "$t") skipped (a configuration failed)"; continue; } ;; esac
+  start=$(date +%s)
+  if [ "${FULL:-0}" = 1 ]; then
+    timeout "${TEST_TIMEOUT:-400}" "$t" >>"$OUT/tests.log" 2>&1
+  else
+    FP8GEMM_TEST_QUICK=1 timeout "${TEST_TIMEOUT:-200}" "$t" >>"$OUT/tests.log" 2>&1
+  fi
+  rc=$?
+  echo "== $(basename "$t") rc=$rc ($(( $(date +%s) - start )) s)" | tee -a "$OUT/tests.log"
+  [ $rc -eq 0 ] || status=1
+done
+grep -E "FAILED|\[  ERROR|rel err .* >" "$OUT/tests.log" | head -20
+
+variants=""
+for c in $CONFIGS; do
+  name=${c%%=*} value=${c#*=}
+  if [ -n "$value" ]; then
+    variants="$variants$name:FP8GEMM_CUDA_LARGE_CONFIG=$value;"
+  else
+    variants="$variants$name:;"
+  fi
+done
+timeout "${BENCH_TIMEOUT:-400}" python3 bench/cuda_variants.py --lib "$ART/libfp8gemm.so" \
+  --shapes "$SHAPES" --variants "$variants" --layouts "$LAYOUTS" --out "$OUT/variants.json" \
+  >"$OUT/variants.log" 2>&1 || status=1
+grep -E "^\||Error|error" "$OUT/variants.log" | tail -30
+if [ -n "${BASE_LIB:-}" ]; then
+  timeout 300 python3 bench/cuda_variants.py --lib "$BASE_LIB" --shapes "$SHAPES" \
+    --variants "base:" --layouts "$LAYOUTS" --out "$OUT/base.json" >"$OUT/base.log" 2>&1 || status=1
+  grep -E "^\||Error|error" "$OUT/base.log" | tail -12
+fi
+exit $status

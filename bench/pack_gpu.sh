@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds here what a run on the Hopper machine needs and lays it out flat in
+# DEST (default .gpuart, ignored by git; name it in the device call's
+# `carry`): libfp8gemm.so (and its soname), the fp8gemm tool, cuda_test_*,
+# shapes.csv, and the shared libraries that machine lacks (libjansson,
+# libcmocka). The build has no OpenBLAS (only the CPU benchmark uses it).
+#
+#   bash bench/pack_gpu.sh [DEST] [BUILD_DIR]      then on the device:
+#   bash bench/gpu_run.sh DEST   (or gpu_final.sh / gpu_large.sh DEST)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=${1:-.gpuart}
+build=${2:-build-gpu}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DFP8GEMM_OPENBLAS=OFF -DFP8GEMM_CUDA=ON >/dev/null
+cmake --build "$build" -j "$(nproc)" --target fp8gemm fp8gemm_cli cuda_test_gemm cuda_test_ops \
+  cuda_test_graph >/dev/null
+rm -rf "$dest"
+mkdir -p "$dest"
+soname=$(readelf -d "$build/libfp8gemm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+cp -L "$build/libfp8gemm.so" "$dest/libfp8gemm.so"
+cp -L "$build/libfp8gemm.so" "$dest/$soname"
+cp "$build/fp8gemm" "$build"/tests/cuda_test_* "$dest/"
+cp ../shared/shapes.csv "$dest/shapes.csv" 2>/dev/null || cp bench/shapes.csv "$dest/shapes.csv"
+for lib in libjansson.so.4 libcmocka.so.0; do
+  cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" "$dest/$lib"
+done
+du -sh "$dest"
