@@ -1,5 +1,5 @@
 """CUDA tensors (marked gpu: skipped without torch, a CUDA device, and a
-libfp8gemm with a usable CUDA backend). Run on the H100 machine with
+libfp8gemm with a usable CUDA backend). Run on a Hopper machine with
 ``pytest -m gpu python/tests``."""
 
 from __future__ import annotations
