@@ -126,9 +126,9 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   env = getenv("FP8GEMM_CUDA_LARGE_CONFIG");
   if (env && *env && !fp8gemm_cuda_parse_large_config(env, &s->large_config)) {
     free(s);
-    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
-                             "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1",
-                             env);
+    return fp8gemm_set_error(
+        FP8GEMM_ERROR_INVALID_ARGUMENT,
+        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1", env);
   }
   env = getenv("FP8GEMM_CUDA_GROUP_M");
   if (env && *env) s->large_group_m = atoi(env);
