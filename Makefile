@@ -25,7 +25,8 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 # The GPU tests (tests/cuda, label gpu); each exits 77 (skipped) without a
-# Hopper GPU. bench/gpu_run.sh adds compute-sanitizer and the benchmark.
+# Hopper GPU. bench/gpu_final.sh (on artifacts from bench/pack_gpu.sh) adds
+# compute-sanitizer, the Python suite and the benchmark.
 test-gpu: build
 	cd $(BUILD) && ctest --output-on-failure -L gpu $(CTEST_ARGS)
 

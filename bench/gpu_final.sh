@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The release pass on the Hopper machine, building nothing: the GPU tests
-# (full sweeps), compute-sanitizer (memcheck on every GPU test, racecheck on
+# The release pass on the Hopper machine, building nothing: which kernels
+# hold tensor-core instructions (QGMMA) and local-memory traffic, the GPU
+# tests (full sweeps), compute-sanitizer (memcheck on every GPU test, racecheck on
 # the GEMM test, quick sets), the main job `fp8gemm run` on the GPU, the
 # Python suite with its GPU tests, the benchmark against torch's blockwise
 # scaled_mm over shapes.csv, and `fp8gemm tune --backend cuda`. Artifacts: a
@@ -8,11 +9,11 @@
 # the pass over two device calls, each under the 10-minute limit).
 #
 #   bash bench/gpu_final.sh ARTIFACTS     (writes under $OUT)
-#   STEPS="tests sanitize run pytest"  or  STEPS="bench tune"
+#   STEPS="sass tests sanitize run pytest"  or  STEPS="bench tune"
 set -u
 ART=$(cd "${1:?artifacts folder}" && pwd)
 OUT=${OUT:-/tmp/fp8gemm-final}
-STEPS=${STEPS:-"tests sanitize run pytest bench tune"}
+STEPS=${STEPS:-"sass tests sanitize run pytest bench tune"}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$ART:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
@@ -34,6 +35,15 @@ step() { # name timeout command...
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+if has sass && command -v cuobjdump >/dev/null; then
+  {
+    echo "# QGMMA (wgmma) instructions per kernel"
+    cuobjdump -sass "$ART/libfp8gemm.so" | awk '/Function :/ {name=$3} /QGMMA/ {n[name]++} END {for (k in n) print n[k], k}' | sort -k2
+    echo "# local-memory accesses (LDL/STL) per kernel"
+    cuobjdump -sass "$ART/libfp8gemm.so" | awk '/Function :/ {name=$3} /LDL|STL/ {n[name]++} END {for (k in n) print n[k], k}' | sort -k2
+  } >"$OUT/sass.txt" 2>&1
+  grep -c . "$OUT/sass.txt"
+fi
 if has tests; then
   for t in "$ART"/cuda_test_*; do step tests 300 "$t"; done
   grep -E "FAILED|\[  ERROR|rel err .* >" "$OUT/tests.log" | head -20

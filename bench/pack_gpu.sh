@@ -2,11 +2,12 @@
 # Builds here what a run on the Hopper machine needs and lays it out flat in
 # DEST (default .gpuart, ignored by git; name it in the device call's
 # `carry`): libfp8gemm.so (and its soname), the fp8gemm tool, cuda_test_*,
-# shapes.csv, and the shared libraries that machine lacks (libjansson,
-# libcmocka). The build has no OpenBLAS (only the CPU benchmark uses it).
+# read_roof (bench/read_roof.cu), shapes.csv, and the shared libraries that
+# machine lacks (libjansson, libcmocka). The build has no OpenBLAS (only the
+# CPU benchmark uses it).
 #
 #   bash bench/pack_gpu.sh [DEST] [BUILD_DIR]      then on the device:
-#   bash bench/gpu_run.sh DEST   (or gpu_final.sh / gpu_large.sh DEST)
+#   bash bench/gpu_final.sh DEST   (or gpu_large.sh / gpu_decode.sh DEST)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-.gpuart}
@@ -20,6 +21,7 @@ soname=$(readelf -d "$build/libfp8gemm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p
 cp -L "$build/libfp8gemm.so" "$dest/libfp8gemm.so"
 cp -L "$build/libfp8gemm.so" "$dest/$soname"
 cp "$build/fp8gemm" "$build"/tests/cuda_test_* "$dest/"
+nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -o "$dest/read_roof" bench/read_roof.cu
 cp ../shared/shapes.csv "$dest/shapes.csv" 2>/dev/null || cp bench/shapes.csv "$dest/shapes.csv"
 for lib in libjansson.so.4 libcmocka.so.0; do
   cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" "$dest/$lib"
