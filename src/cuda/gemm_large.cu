@@ -63,7 +63,6 @@
  * own slice of rows. */
 #include <stdint.h>
 #include <stdio.h>
-#include <type_traits>
 
 #include "cuda_internal.h"
 #include "device_common.cuh"
