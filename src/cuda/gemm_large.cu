@@ -220,17 +220,15 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint32_t bar = smem_addr(full_bar + stage);
           const int width = min(kBlockK, p.K - g * kBlockK);
           if (kPreshuffled && width < kBlockK) {
-            /* Narrow last K tile: every row of the tile into this CTA, swizzled. */
-            for (int i = lane; i < kBN * 8; i += 32) {
-              const int t = i / 8, pos = i % 8, chunk = pos ^ (t & 7), col = col0 + t;
-              uint4 v = make_uint4(0, 0, 0, 0);
-              if (col < p.N && chunk * 16 < width) {
-                const int br = col / 128, rows = min(128, p.N - br * 128);
-                v = *reinterpret_cast<const uint4 *>(p.w + (size_t)br * 128 * p.K +
-                                                     (size_t)g * kBlockK * rows +
-                                                     (size_t)(col % 128) * width + chunk * 16);
-              }
-              *reinterpret_cast<uint4 *>(stage_b + t * 128 + pos * 16) = v;
+            /* Narrow last K tile: every row of the tile into this CTA, block
+             * row by block row (a 192-wide tile starts mid block). */
+            for (int t = 0; t < kBN;) {
+              const int col = col0 + t, br = col / 128, r = col % 128, n = min(kBN - t, 128 - r);
+              const int rows = max(0, min(128, p.N - br * 128));
+              const uint8_t *src = p.w + (size_t)br * 128 * p.K + (size_t)g * kBlockK * rows;
+              copy_narrow_tile(stage_b + t * 128, src + (size_t)r * width, max(0, rows - r), width,
+                               lane, n);
+              t += n;
             }
             fence_proxy_async();
             __syncwarp();

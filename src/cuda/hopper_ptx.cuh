@@ -298,11 +298,13 @@ static __device__ __forceinline__ void bulk_load_multicast(uint32_t dst, const v
       : "memory");
 }
 
-/* The preshuffled layout's narrow last K tile (rows x width bytes, rows of
- * `width` bytes) written by one warp into the swizzled stage, zeros past K. */
+/* The preshuffled layout's narrow last K tile (rows of `width` bytes)
+ * written by one warp into dst_rows 128-byte rows of the swizzled stage
+ * (dst_rows a multiple of 8 starting on an 8-row boundary), zeros past
+ * `rows` and past K. */
 static __device__ __forceinline__ void copy_narrow_tile(uint8_t *stage_b, const uint8_t *src, int rows,
-                                                 int width, int lane) {
-  for (int i = lane; i < 128 * 8; i += 32) {
+                                                 int width, int lane, int dst_rows = 128) {
+  for (int i = lane; i < dst_rows * 8; i += 32) {
     const int row = i / 8, pos = i % 8;
     const int chunk = pos ^ (row & 7);
     uint4 v = make_uint4(0, 0, 0, 0);
