@@ -8,7 +8,7 @@ rotated through more than L2, median of --reps replays.
 
   cuda_variants.py --lib L --shapes "4096,7168,2048;1,2112,7168" \
       --variants "base:;w192:FP8GEMM_CUDA_LARGE_CONFIG=192" [--layouts plain,sm90]
-  cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls)
+  cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls, 3 weights)
 """
 import argparse
 import json
@@ -79,7 +79,9 @@ def main():
             continue
         M, N, K = (int(v) for v in spec.split(","))
         groups, nb = (K + 127) // 128, (N + 127) // 128
-        rot = 1 if args.once else max(2, min(16, math.ceil(200e6 / (N * K + M * K))))
+        # --once: three calls on three weights (for profilers; the weights
+        # of the shapes that matter do not all fit in L2 at once).
+        rot = 3 if args.once else max(2, min(16, math.ceil(200e6 / (N * K + M * K))))
         w_src = [cb.random_codes((N, K), gen) for _ in range(rot)]
         w_scale = [torch.rand((nb, groups), device="cuda", generator=gen) * 0.02 + 0.005
                    for _ in range(rot)]
@@ -121,8 +123,8 @@ def main():
                         else:
                             os.environ[k] = v
                 if args.once:
-                    for _ in range(3):
-                        gemm(0)
+                    for r in range(3):
+                        gemm(r)
                     torch.cuda.synchronize()
                     restore()
                     continue

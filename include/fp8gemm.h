@@ -295,7 +295,9 @@ FP8GEMM_API fp8gemm_status fp8gemm_weight_create(fp8gemm_context *context,
  * (`data` must point to memory of the context's backend and outlive the
  * handle): it is reordered there, in place, once, what the seed does at
  * model load. A buffer already in the target layout is used as is, never
- * shuffled twice. Scales and bias are copied. */
+ * shuffled twice. Scales and bias are copied. The buffer must not be
+ * written while the handle lives: on CUDA a forward may start reading the
+ * weight before the kernel ahead of it in the stream has finished. */
 FP8GEMM_API fp8gemm_status fp8gemm_weight_create_in_place(fp8gemm_context *context,
                                                           const fp8gemm_weight_desc *desc,
                                                           void *data,

@@ -228,6 +228,10 @@ fp8gemm_status fp8gemm_weight_create_in_place(fp8gemm_context *context,
   if (status == FP8GEMM_OK && desc->layout != target) {
     status = context->ops->shuffle(context, desc->N, desc->K, desc->layout, data, target, data);
     if (status == FP8GEMM_OK) w->layout = target;
+    /* The weight's bytes are final when the handle is returned: a forward
+     * may read them before the kernel ahead of it in the stream has ended
+     * (the CUDA decode GEMM's programmatic dependent launch). */
+    if (status == FP8GEMM_OK && context->ops->synchronize) status = context->ops->synchronize(context);
   }
   if (status != FP8GEMM_OK) {
     fp8gemm_weight_destroy(w);

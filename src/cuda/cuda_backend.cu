@@ -110,15 +110,24 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   snprintf(s->name, sizeof s->name, "%s", prop.name);
   s->sm_count = prop.multiProcessorCount;
   s->smem_per_block_optin = prop.sharedMemPerBlockOptin;
-  /* The fused launch quantizes x inside the decode kernel, every CTA again,
-   * on each tile's path: measured on the H100 it is slower than quantize +
-   * GEMM as two launches on every DeepSeek-V3 shape (1-6 us;
-   * bench/results/cuda-h100-2026-11-25-decode.md), so fp8gemm_linear takes
-   * two launches by default; FP8GEMM_CUDA_FUSED_MAX_M (<= 32) turns it on
-   * for M up to that value (tests, benchmarks). */
-  s->fused_max_m = 0;
+  /* fp8gemm_linear in one launch where it measured faster (see
+   * cuda_linear_fused); FP8GEMM_CUDA_FUSED_MAX_M forces it on for M up to
+   * that value (<= 32), or off (0): tests, benchmarks. */
+  s->fused_max_m = 32;
+  s->fused_forced = 0;
   const char *env = getenv("FP8GEMM_CUDA_FUSED_MAX_M");
-  if (env && *env) s->fused_max_m = (size_t)strtoull(env, NULL, 10);
+  if (env && *env) {
+    s->fused_max_m = (size_t)strtoull(env, NULL, 10);
+    s->fused_forced = 1;
+  }
+  /* The decode GEMM goes out with programmatic dependent launch: its CTAs
+   * start streaming the weight (read-only while a handle lives) as the
+   * previous kernel's CTAs leave the SMs, and wait for that kernel's end
+   * before reading anything it may write. H200: 4096 x 7168 M = 1 9.4 us
+   * against 12.0 back to back (bench/results/cuda-h200-2026-12-04-decode.md).
+   * FP8GEMM_CUDA_PDL=0 turns it off. */
+  env = getenv("FP8GEMM_CUDA_PDL");
+  s->overlap_launches = !(env && *env == '0');
   s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
   env = getenv("FP8GEMM_CUDA_CROSSOVER");
   if (env && *env) s->forced_crossover_m = (size_t)strtoull(env, NULL, 10);
@@ -360,10 +369,18 @@ static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weig
                                         fp8gemm_dtype y_dtype, void *y, size_t ldy,
                                         void *workspace, size_t workspace_bytes) {
   fp8gemm_cuda_state *s = state_of(ctx);
-  if (M > 32 || M > s->fused_max_m || M > crossover_of(s, w))
+  /* Each fused CTA quantizes the activation groups its range reads before
+   * its first tile; up to 32 of them that costs less than the quantize
+   * launch it saves (H200, both paths with programmatic dependent launch:
+   * M = 1 4096 x 7168 10.7 us against 11.6, 24576 x 1536 10.2 / 13.0,
+   * M = 4 32768 x 512 7.9 / 9.3; 64 groups, 7168 x 16384 M = 1: 34.1 / 31.3;
+   * M = 16 4096 x 7168, 224 groups: 21.1 / 14.8;
+   * bench/results/cuda-h200-2026-12-04-decode.md). */
+  const bool auto_ok = s->fused_forced || fp8gemm_cuda_stream_fused_items(s, M, w->N, w->K) <= 32;
+  if (M > 32 || M > s->fused_max_m || M > crossover_of(s, w) || !auto_ok)
     return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
-                             "fused linear: M=%zu is above the small-M crossover, two launches",
-                             M);
+                             "fused linear: M=%zu N=%zu K=%zu goes as two launches", M, w->N,
+                             w->K);
   FP8GEMM_RETURN_IF_ERROR(check_weight_layout(w));
   FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_make_current(s));
   fp8gemm_cuda_problem p;
@@ -378,6 +395,11 @@ static fp8gemm_status cuda_linear_fused(fp8gemm_context *ctx, const fp8gemm_weig
   p.y_dtype = y_dtype;
   if (use_stream(s, &p, workspace, workspace_bytes))
     return fp8gemm_cuda_gemm_stream(s, &p, workspace, workspace_bytes);
+  /* The register kernel's fused variant (f32 x, unaligned rows) only when
+   * forced: measured, not chosen. */
+  if (!s->fused_forced)
+    return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
+                             "fused linear: x of M=%zu goes as two launches", M);
   return fp8gemm_cuda_gemm_small(s, &p, workspace, workspace_bytes);
 }
 

@@ -38,13 +38,15 @@ typedef struct fp8gemm_cuda_state {
   int *error_flag;              /* device scratch for load-time checks */
   unsigned long long *first_bad_index; /* device scratch for check_weight_codes */
   fp8gemm_encode_tiled_fn encode_tiled; /* cuTensorMapEncodeTiled through the runtime */
-  size_t fused_max_m;           /* fp8gemm_linear in one launch for M <= this */
+  size_t fused_max_m;           /* FP8GEMM_CUDA_FUSED_MAX_M: one launch for M <= this; 0 = off */
+  int fused_forced;             /* that value was set (else the measured rule, see cuda_linear_fused) */
   size_t forced_crossover_m;    /* FP8GEMM_CUDA_CROSSOVER, or FP8GEMM_CROSSOVER_DEFAULT when unset */
   fp8gemm_cuda_large_config large_config; /* FP8GEMM_CUDA_LARGE_CONFIG forces one (benchmarks) */
   int large_max_clusters;       /* clusters of 2 large-M CTAs resident at once */
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
+  int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
 } fp8gemm_cuda_state;
 
 #ifdef __cplusplus
@@ -127,6 +129,9 @@ fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *
  * (else the small kernel serves). */
 int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
+/* Activation groups (rows x K groups) one CTA of the fused decode kernel
+ * quantizes before its first tile. */
+size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
 fp8gemm_status fp8gemm_cuda_stream_prepare(void);
 fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                         void *workspace, size_t workspace_bytes);

@@ -4,10 +4,19 @@
  * Work: the weight is cut into 16 KiB tiles, (128-row block row b, 128-wide
  * K group g), numbered t = b * groups + g, and each of P <= SMs resident
  * CTAs takes one contiguous range of them (plan_ranges): whole block rows
- * when there are at least as many rows as SMs (or, at M <= 16, enough rows
- * to keep 40% of them busy), else one run of K groups of one block row per
- * CTA (floor(SMs / rows) runs per row). In the preshuffled layout a range
- * is one contiguous run of memory.
+ * when there are at least as many rows as SMs (or, at M <= 16 and up to
+ * 24 MiB, enough rows to keep 40% of them busy), else one run of K groups
+ * of one block row per CTA (floor(SMs / rows) runs per row). In the
+ * preshuffled layout a range is one contiguous run of memory.
+ *
+ * Launch: with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off),
+ * so the CTAs take the SMs as the previous kernel's CTAs leave them. The
+ * producer issues its first ring of weight copies at once (the weight is
+ * read-only while a handle lives; copies carry the L2 evict_first policy,
+ * as the weight is read once) and waits for the previous kernel's end
+ * (griddepcontrol.wait) before the activation copies; the consumers wait
+ * before reading scales or writing anything. Each CTA lets the next kernel
+ * launch at its start (griddepcontrol.launch_dependents).
  *
  * A CTA is a producer warp and two consumer warpgroups around a ring of
  * stages in shared memory (as many as fit, up to 10: ~160 KiB in flight per
@@ -17,9 +26,8 @@
  *    (preshuffled: the tile is stored in the 128B-swizzled order), or a 2-D
  *    tensor copy with the 128B swizzle (plain); the preshuffled layout's
  *    narrow last K tile is written by the producer warp (zeros past K);
- *  - the activation tile: a 2-D tensor copy of 8*MT rows x 128 codes
- *    (rows past M and columns past K arrive as zeros), or for the fused
- *    linear the raw 16-bit x as two 64-column tensor copies.
+ *  - unless fused, the activation tile: a 2-D tensor copy of 8*MT rows x
+ *    128 codes (rows past M and columns past K arrive as zeros).
  * Consumer warpgroup w multiplies weight rows 64w..64w+63 of the tile by
  * the activation with four wgmma m64n(8*MT)k32 (e4m3, both operands from
  * shared memory, the weight as A), waits, promotes the fp32 partial with
@@ -28,26 +36,32 @@
  * kernel built on it was bound by the consumer's ~250 instructions per
  * 16 KiB tile at about half the HBM rate.)
  *
- * The fused linear quantizes the activation in the kernel: per tile, warp w
- * quantizes rows w, w + 8, ... of the raw x tile into codes and scales in
- * the stage (the arithmetic of the standalone quantizer, so both paths give
- * the same bits), then the consumer warps meet at a named barrier.
+ * The fused linear quantizes the activation in the kernel, once per CTA:
+ * before its first tile, the consumers quantize the K groups of x their
+ * range reads (all rows) into codes and scales kept resident in shared
+ * memory beside a shorter ring (quantize_resident: the arithmetic of the
+ * standalone quantizer, so both paths give the same bits), while the first
+ * weight tiles are on their way. (Quantizing each tile's x on its path, the
+ * session-2/3 design, was slower than two launches everywhere.)
  *
  * Scales: the consumers copy sw and sx of 32 tiles at a time into a
  * double-buffered table in shared memory (cp.async, 4 bytes each), one
  * chunk ahead, and meet at a named barrier per chunk, so no scale load
  * (an L2 round trip under full HBM load) sits on a tile's path.
  *
- * Rows cut between CTAs (row splits), wait-free and deterministic: each
- * piece's CTA writes its fp32 partial (register order, float4 per thread)
- * to its own workspace slot and counts itself in the row's counter; the
+ * Rows cut between CTAs (row splits), deterministic: each piece's CTA
+ * writes its fp32 partial (register order, float4 per thread) to its own
+ * workspace slot and counts itself in the row's counter. Up to M = 16 the
  * last to arrive adds the row's pieces in CTA order and stores y, and
- * resets the counter for the next launch. No CTA waits for another, so the
- * kernel needs no co-residency (a concurrent launch may hold SMs), and the
- * sum is the same whichever CTA finishes last. */
+ * resets the counter for the next launch: wait-free. Above, the launch is
+ * cooperative and every piece waits for the others and then adds up its
+ * own share of the row (add_share_of_row), so the row's reads and stores
+ * are spread over its CTAs; the sum's order, and so y, is the same either
+ * way and whichever CTA finishes last. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.h"
 #include "device_common.cuh"
@@ -67,27 +81,42 @@ constexpr int kMaxStages = 10;
 constexpr int kRows = 1, kRowSplits = 2;
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
+/* Spread hand-off from this M (plan_ranges). H200, decode kernel forced:
+ * 4096 x 7168 M = 64 14.8 us against 16.1 with the last piece adding up,
+ * M = 128 22.4 / 25.1, 2112 x 7168 M = 64 11.4 / 13.9; at M <= 16 the wait
+ * costs 0.1-0.6 us more than it saves. */
+constexpr size_t kSpreadMinM = 17;
 
-/* One ring stage: the weight tile, the activation codes (8*MT rows of 128,
- * swizzled), and for the fused kernel the raw 16-bit x (two 64-column
- * halves of 8*MT rows of 128 bytes, swizzled). All parts 1 KiB aligned, as
- * the 128B swizzle pattern follows address bits 4-9. Per-stage scales of
- * the fused kernel and the mbarriers follow the ring. */
+/* One ring stage: the weight tile and, unless fused, the activation codes
+ * (8*MT rows of 128, swizzled), both 1 KiB aligned (the 128B swizzle
+ * pattern follows address bits 4-9). The fused kernel keeps the codes of
+ * every K group its range needs resident instead (x_groups of them, with
+ * their scales), quantized once at the start. The mbarriers and the
+ * double-buffered scale table follow. */
 template <int MT, bool kFused>
 struct Ring {
   static constexpr int rows = 8 * MT;
   static constexpr int codes_bytes = rows * 128;
-  static constexpr int raw_bytes = kFused ? 2 * rows * 128 : 0;
-  static constexpr int stage_bytes = kTileBytes + codes_bytes + raw_bytes;
-  static constexpr int tail_per_stage = rows * 4 + 16; /* fused scales + two mbarriers */
-  /* Scale table: [2 chunks][kScaleChunk tiles][sw, sx of rows 0..rows-1]. */
-  static constexpr int scale_stride = 1 + rows;
+  static constexpr int stage_bytes = kFused ? kTileBytes : kTileBytes + codes_bytes;
+  /* Scale table: [2 chunks][kScaleChunk tiles][sw, and unless fused sx of rows 0..rows-1]. */
+  static constexpr int scale_stride = kFused ? 1 : 1 + rows;
   static constexpr int scale_bytes = 2 * kScaleChunk * scale_stride * 4;
-  static constexpr int fit = (kSmemBudget - 1024 - scale_bytes) / (stage_bytes + tail_per_stage);
-  static constexpr int stages = fit < kMaxStages ? fit : kMaxStages;
-  static constexpr size_t smem_bytes =
-      1024 + (size_t)stages * (stage_bytes + tail_per_stage) + scale_bytes;
+  static constexpr int resident_bytes_per_group = codes_bytes + rows * 4;
+  static int stages_for(int x_groups) {
+    const long long fit = ((long long)kSmemBudget - 1024 - scale_bytes -
+                           (long long)x_groups * resident_bytes_per_group) /
+                          (stage_bytes + 16);
+    return (int)(fit < kMaxStages ? fit : kMaxStages);
+  }
+  static size_t smem_bytes(int stages, int x_groups) {
+    return 1024 + (size_t)stages * (stage_bytes + 16) +
+           (size_t)x_groups * resident_bytes_per_group + scale_bytes;
+  }
 };
+
+/* The fused kernel needs this many ring stages beside its resident
+ * activation, else fp8gemm_linear takes two launches. */
+constexpr int kMinFusedStages = 4;
 
 struct StreamParams {
   const uint8_t *w;
@@ -97,6 +126,9 @@ struct StreamParams {
   const float *x_scale;
   size_t sx_stride_m, sx_stride_g;
   fp8gemm_dtype x_dtype; /* fused: bf16 or f16 */
+  const void *x;          /* fused: raw activation rows (16-byte aligned) */
+  size_t ldx;
+  int x_groups;           /* fused: K groups of x a CTA keeps resident */
   const float *bias;
   void *y;
   size_t ldy;
@@ -108,6 +140,8 @@ struct StreamParams {
   int ranges;             /* kRows or kRowSplits (see plan_ranges) */
   int block_rows;
   int row_splits, split_groups; /* kRowSplits: ranges of split_groups groups of one row */
+  int spread_fixup;       /* row pieces meet and each adds up a share (cooperative launch) */
+  int evict_first;        /* weight copies with the L2 evict_first policy (FP8GEMM_CUDA_STREAM_EVICT=0: off) */
   int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
   unsigned long long *trace; /* FP8GEMM_CUDA_STREAM_TRACE=1: per-CTA timestamps (probe) */
 };
@@ -115,14 +149,13 @@ struct StreamParams {
 /* Shared-memory accesses by 32-bit shared address: the ring is reached
  * through an aligned copy of the dynamic shared-memory pointer, through
  * which the compiler no longer knows the state space (generic loads). */
-__device__ __forceinline__ uint2 lds64(uint32_t addr) {
-  uint2 v;
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(addr));
-  return v;
+
+__device__ __forceinline__ void sts64(uint32_t addr, uint32_t lo, uint32_t hi) {
+  asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(addr), "r"(lo), "r"(hi) : "memory");
 }
 
-__device__ __forceinline__ void sts_u32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+__device__ __forceinline__ void sts_zero16(uint32_t addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(addr), "r"(0u) : "memory");
 }
 
 __device__ __forceinline__ void cp_async_commit() {
@@ -138,6 +171,12 @@ __device__ __forceinline__ unsigned int atomic_add_acq_rel(unsigned int *p, unsi
   unsigned int old;
   asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
   return old;
+}
+
+__device__ __forceinline__ unsigned int load_acquire(const unsigned int *p) {
+  unsigned int v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
 }
 
 __device__ __forceinline__ void cp_async4(void *smem_dst, const void *gmem_src) {
@@ -163,48 +202,193 @@ __device__ __forceinline__ float half_bits_to_float(fp8gemm_dtype dtype, uint32_
   return __half2float(__ushort_as_half((unsigned short)bits));
 }
 
-/* Fused: warp `warp` quantizes activation rows warp, warp + 8, ... (< M) of
- * the stage's raw tile into swizzled codes and per-row scales. Lane l owns
- * values 4l..4l+3 of the group: the same amax, scale and x / scale as
- * quantize_group_warp, so the codes are the standalone quantizer's. */
+/* Fused: quantizes the activation of K groups g_lo .. g_lo + x_groups - 1
+ * (those the CTA's range reads) into the resident codes (swizzled like a
+ * tensor copy would leave them, rows past M and columns past K zero) and
+ * scales, with the arithmetic of quantize_group_warp, so the codes and
+ * scales are the standalone quantizer's bit for bit. A half warp takes one
+ * (row, group): lane l16 loads values 8 l16 .. 8 l16 + 7 in one 16-byte
+ * load; kBatch of them go out before any is used (each is an L2 round trip
+ * under full memory load). */
 template <int MT>
-__device__ __forceinline__ void quantize_stage(const StreamParams &p, uint32_t raw,
-                                               uint32_t codes, uint32_t scales, int width,
-                                               int warp, int lane) {
+__device__ __forceinline__ void quantize_resident(const StreamParams &p, uint32_t codes,
+                                                  uint32_t scales, int g_lo, int tid) {
   constexpr int rows = 8 * MT;
+  constexpr int kBatch = 2; /* small code: this runs once, from a cold instruction cache */
+  for (int i = tid; i < p.x_groups * rows * 8; i += kConsumerThreads) sts_zero16(codes + 16 * i);
+  named_bar(1, kConsumerThreads);
+  const int warp = tid / 32, lane = tid % 32, half = lane / 16, l16 = lane % 16;
+  const int items = p.M * p.x_groups;
+  const size_t elem_row = p.ldx * 2;
+#pragma unroll 1
+  for (int base = warp * 2 * kBatch; base < items; base += kConsumerWarps * 2 * kBatch) {
+    uint4 raw[kBatch];
 #pragma unroll
-  for (int i = 0; i < MT; i++) {
-    const int m = warp + 8 * i;
-    if (m >= p.M) break;
-    const int half = lane / 16, chunk = (lane % 16) / 2;
-    const uint2 bits =
-        lds64(raw + half * rows * 128 + m * 128 + ((chunk ^ (m & 7)) << 4) + (lane % 2) * 8);
-    float v[4];
-    v[0] = half_bits_to_float(p.x_dtype, bits.x & 0xffffu);
-    v[1] = half_bits_to_float(p.x_dtype, bits.x >> 16);
-    v[2] = half_bits_to_float(p.x_dtype, bits.y & 0xffffu);
-    v[3] = half_bits_to_float(p.x_dtype, bits.y >> 16);
-    float amax = 0.0f;
-    bool finite = true;
+    for (int u = 0; u < kBatch; u++) {
+      const int it = base + 2 * u + half;
+      const int gi = it / p.M, m = it % p.M, g = g_lo + gi;
+      const bool valid = it < items && g < p.groups && 8 * l16 < p.K - g * 128;
+      raw[u] = valid ? __ldg(reinterpret_cast<const uint4 *>(
+                           static_cast<const uint8_t *>(p.x) + (size_t)m * elem_row +
+                           ((size_t)g * 128 + 8 * l16) * 2))
+                     : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; u++) {
+      const int it = base + 2 * u + half;
+      const int gi = it / p.M, m = it % p.M, g = g_lo + gi;
+      float v[8];
+      const uint32_t words[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+      float amax = 0.0f;
+      int bad = 0;
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        v[e] = half_bits_to_float(p.x_dtype, e % 2 ? words[e / 2] >> 16 : words[e / 2] & 0xffffu);
+        if (!isfinite(v[e])) bad = 1;
+        else amax = fmaxf(amax, fabsf(v[e]));
+      }
+      /* Over the half warp's 16 lanes (the group's 128 values). */
+#pragma unroll
+      for (int off = 8; off > 0; off >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        bad |= __shfl_xor_sync(0xffffffffu, bad, off);
+      }
+      const float scale = !bad ? fmaxf(amax, FP8GEMM_SCALE_EPS) / FP8GEMM_E4M3_MAX
+                               : __int_as_float(0x7fc00000);
+      if (it < items && g < p.groups) {
+        const int width = min(128, p.K - g * 128);
+        uint32_t lo = 0, hi = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const uint32_t code = 8 * l16 + e >= width ? 0u
+                                : !bad ? e4m3_from_float(__fdiv_rn(v[e], scale))
+                                       : (uint32_t)FP8GEMM_E4M3_NAN_CODE;
+          if (e < 4) lo |= code << (8 * e);
+          else hi |= code << (8 * (e - 4));
+        }
+        if (8 * l16 < width)
+          sts64(codes + gi * rows * 128 + m * 128 + (((l16 / 2) ^ (m & 7)) << 4) + (l16 % 2) * 8,
+                lo, hi);
+        if (l16 == 0) sts_f32(scales + 4 * (gi * rows + m), scale);
+      }
+    }
+  }
+  fence_proxy_async(); /* the codes are read by the tensor cores */
+  named_bar(1, kConsumerThreads);
+}
+
+/* Counts a piece of cut row b in (release/acquire); 1 if it was the last.
+ * The last resets the counter for the next launch. */
+__device__ __forceinline__ int arrive_piece(const StreamParams &p, int b) {
+  const int last = atomic_add_acq_rel(p.flags + b, 1u) == (unsigned)(p.row_splits - 1);
+  if (last) p.flags[b] = 0u;
+  return last;
+}
+
+/* The last piece of cut row b adds the row's slots in CTA order (the
+ * same order whoever is last, so the same bits) and stores y. Every
+ * consumer thread takes its own accumulator positions. */
+template <int MT>
+__device__ __forceinline__ void add_row_and_store(const StreamParams &p, int b, int tid) {
+  const int first_cta = b * p.row_splits, pieces = p.row_splits;
+  float acc[MT][4];
+#pragma unroll
+  for (int j = 0; j < MT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
+  /* Several slots in flight at once (each load is an L2 round trip). */
+  constexpr int kAhead = 32 / MT;
+  for (int c0 = 0; c0 < pieces; c0 += kAhead) {
+    float4 v[kAhead][MT];
+#pragma unroll
+    for (int u = 0; u < kAhead; u++) {
+      const int c = c0 + u;
+      const float4 *piece =
+          p.slots + (size_t)(first_cta + min(c, pieces - 1)) * MT * kConsumerThreads + tid;
+#pragma unroll
+      for (int j = 0; j < MT; j++)
+        v[u][j] = c < pieces ? __ldcg(piece + j * kConsumerThreads)
+                             : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int u = 0; u < kAhead; u++)
+#pragma unroll
+      for (int j = 0; j < MT; j++) {
+        acc[j][0] += v[u][j].x;
+        acc[j][1] += v[u][j].y;
+        acc[j][2] += v[u][j].z;
+        acc[j][3] += v[u][j].w;
+      }
+  }
+  const int lane = tid % 32, r0 = (tid / 32) * 16 + lane / 4, tig = lane % 4;
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    const int n = b * 128 + r0 + 8 * (e >> 1);
+    if (n >= p.N) continue;
+    const float bias = p.bias ? __ldg(p.bias + n) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+      const int m = 8 * j + 2 * tig + (e & 1);
+      if (m < p.M) store_element(p.y_dtype, p.y, (size_t)m * p.ldy + n, acc[j][e] + bias);
+    }
+  }
+}
+
+/* Spread hand-off of block row b (cooperative launch: every piece's CTA is
+ * resident): each piece's CTA, its slot written, waits until all row_splits
+ * pieces have arrived, then adds up its own share of the row's float4 units
+ * (unit u = j * 256 + thread, the slot layout) over all pieces in CTA order
+ * and stores those outputs. The row's reads and y stores are spread over
+ * row_splits SMs instead of one; the order of the sum, and so every bit of
+ * y, is the one-adder path's. The last CTA to leave resets both counters. */
+template <int MT>
+__device__ __forceinline__ void add_share_of_row(const StreamParams &p, int b, int tid) {
+  unsigned int *arrived = p.flags + b;
+  unsigned int *left = p.flags + FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + b;
+  const unsigned int pieces = (unsigned)p.row_splits;
+  if (tid == 0) {
+    atomic_add_acq_rel(arrived, 1u);
+    while (load_acquire(arrived) < pieces) __nanosleep(32);
+  }
+  named_bar(1, kConsumerThreads);
+  const int first_cta = b * p.row_splits, share = blockIdx.x - first_cta;
+  constexpr int kUnits = MT * kConsumerThreads;
+  const int u_begin = share * kUnits / p.row_splits, u_end = (share + 1) * kUnits / p.row_splits;
+  for (int u = u_begin + tid; u < u_end; u += kConsumerThreads) {
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 *unit = p.slots + (size_t)first_cta * kUnits + u;
+    constexpr int kAhead = 8;
+    for (int c0 = 0; c0 < p.row_splits; c0 += kAhead) {
+      float4 v[kAhead];
+#pragma unroll
+      for (int c = 0; c < kAhead; c++)
+        v[c] = c0 + c < p.row_splits ? __ldcg(unit + (size_t)(c0 + c) * kUnits)
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int c = 0; c < kAhead; c++) {
+        sum.x += v[c].x;
+        sum.y += v[c].y;
+        sum.z += v[c].z;
+        sum.w += v[c].w;
+      }
+    }
+    /* The unit's owner thread t held acc[j][e]: m = 8j + 2 (t % 4) + (e & 1),
+     * n = 128b + 16 (t / 32) + (t % 32) / 4 + 8 (e >> 1). */
+    const int j = u / kConsumerThreads, t = u % kConsumerThreads;
+    const float vals[4] = {sum.x, sum.y, sum.z, sum.w};
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-      if (4 * lane + e >= width) v[e] = 0.0f; /* past K: zeros (the copy filled them) */
-      if (!isfinite(v[e])) finite = false;
-      else amax = fmaxf(amax, fabsf(v[e]));
+      const int n = b * 128 + 16 * (t / 32) + (t % 32) / 4 + 8 * (e >> 1);
+      const int m = 8 * j + 2 * (t % 4) + (e & 1);
+      if (n < p.N && m < p.M)
+        store_element(p.y_dtype, p.y, (size_t)m * p.ldy + n,
+                      vals[e] + (p.bias ? __ldg(p.bias + n) : 0.0f));
     }
-    amax = warp_max(amax);
-    const bool group_finite = __all_sync(0xffffffffu, finite);
-    const float scale = group_finite ? fmaxf(amax, FP8GEMM_SCALE_EPS) / FP8GEMM_E4M3_MAX
-                                     : __int_as_float(0x7fc00000);
-    uint32_t word = 0;
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const uint32_t code = group_finite ? e4m3_from_float(__fdiv_rn(v[e], scale))
-                                         : (uint32_t)FP8GEMM_E4M3_NAN_CODE;
-      word |= code << (8 * e);
-    }
-    sts_u32(codes + m * 128 + (((lane / 4) ^ (m & 7)) << 4) + (lane % 4) * 4, word);
-    if (lane == 0) sts_f32(scales + 4 * m, scale);
+  }
+  named_bar(1, kConsumerThreads);
+  if (tid == 0 && atomic_add_acq_rel(left, 1u) == pieces - 1) {
+    *arrived = 0u;
+    *left = 0u;
   }
 }
 
@@ -216,14 +400,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kN = 8 * MT;
   extern __shared__ uint8_t smem_raw[];
   uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  float *stage_scales = reinterpret_cast<float *>(smem + R::stages * R::stage_bytes); /* fused */
-  uint64_t *full_bar = reinterpret_cast<uint64_t *>(stage_scales + R::stages * R::rows);
-  uint64_t *empty_bar = full_bar + R::stages;
-  float *scale_table = reinterpret_cast<float *>(empty_bar + R::stages);
+  /* Layout (Ring): p.stages stages, the fused kernel's resident codes and
+   * scales (x_groups of each; none otherwise), mbarriers, scale table. */
+  uint8_t *x_codes = smem + p.stages * R::stage_bytes;
+  float *x_scales = reinterpret_cast<float *>(x_codes + p.x_groups * R::codes_bytes);
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(x_scales + p.x_groups * R::rows);
+  uint64_t *empty_bar = full_bar + p.stages;
+  float *scale_table = reinterpret_cast<float *>(empty_bar + p.stages);
 
   const int lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < R::stages; s++) {
+    for (int s = 0; s < p.stages; s++) {
       mbar_init(smem_addr(full_bar + s), 1);
       mbar_init(smem_addr(empty_bar + s), kConsumerWarps);
     }
@@ -234,12 +421,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const long long t_begin = range_start(p, blockIdx.x);
   const long long t_end = range_start(p, blockIdx.x + 1);
+  /* The next kernel in the stream may be scheduled as SMs free up; what it
+   * reads of this one's output waits for this grid's end (griddep_wait). */
+  griddep_launch_dependents();
 
   if (threadIdx.x < 128) {
     /* Producer warp (the rest of warpgroup 0 only gives up its registers). */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x >= 32) return;
     if (p.trace && threadIdx.x == 0) p.trace[blockIdx.x * 8 + 1] = global_ns();
+    /* The weight is read-only while a handle lives, so the copies of the
+     * first ring's worth of weight tiles go out before the wait for the
+     * previous kernel in the stream (programmatic dependent launch; a no-op
+     * without it); the activation copies of those stages follow the wait. */
+    const int early = (int)min((long long)p.stages, t_end - t_begin);
+    const uint64_t policy = l2_policy_evict_first();
+    auto issue_x = [&](int stage, int g) {
+      if (kFused) return; /* the fused kernel's activation is resident */
+      tma_load_2d(smem_addr(smem + stage * R::stage_bytes + kTileBytes), &map_x, g * 128, 0,
+                  smem_addr(full_bar + stage));
+    };
     int stage = 0;
     uint32_t phase = 0;
     int b = (int)(t_begin / p.groups), g = (int)(t_begin % p.groups) - 1;
@@ -250,11 +451,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       const int rows = min(128, p.N - b * 128);
       const int width = min(128, p.K - g * 128);
+      const int i = (int)(t - t_begin);
       mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
       uint8_t *stage_w = smem + stage * R::stage_bytes;
-      uint8_t *stage_x = stage_w + kTileBytes + (kFused ? R::codes_bytes : 0);
       const uint32_t bar = smem_addr(full_bar + stage);
-      uint32_t bytes = R::rows * 128 * (kFused ? 2 : 1);
+      uint32_t bytes = kFused ? 0 : R::codes_bytes;
       const uint8_t *w_src = p.w + (size_t)b * 128 * p.K + (size_t)g * 128 * rows;
       if (!kPreshuffled) {
         bytes += kTileBytes;
@@ -268,13 +469,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       __syncwarp();
       if (lane == 0) {
+        /* Armed for both copies: the stage completes when the activation
+         * (issued now or after the wait) has landed too. */
         mbar_arrive_expect_tx(bar, bytes);
-        tma_load_2d(smem_addr(stage_x), &map_x, g * 128, 0, bar);
-        if (kFused) tma_load_2d(smem_addr(stage_x + R::rows * 128), &map_x, g * 128 + 64, 0, bar);
         if (!kPreshuffled) {
-          tma_load_2d(smem_addr(stage_w), &map_w, g * 128, b * 128, bar);
+          if (p.evict_first) tma_load_2d_hint(smem_addr(stage_w), &map_w, g * 128, b * 128, bar, policy);
+          else tma_load_2d(smem_addr(stage_w), &map_w, g * 128, b * 128, bar);
         } else if (width == 128) {
-          bulk_load(smem_addr(stage_w), w_src, rows * 128, bar);
+          if (p.evict_first) bulk_load_hint(smem_addr(stage_w), w_src, rows * 128, bar, policy);
+          else bulk_load(smem_addr(stage_w), w_src, rows * 128, bar);
+        }
+        if (i >= early) issue_x(stage, g);
+        if (!kFused && i == early - 1) {
+          griddep_wait();
+          for (int e = 0; e < early; e++) issue_x(e, (int)((t_begin + e) % p.groups));
         }
       }
       __syncwarp();
@@ -288,8 +496,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   /* Consumer warpgroups. */
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  griddep_wait(); /* activation scales, workspace and y come after the previous kernel */
   const uint32_t smem_s = smem_addr(smem), table_s = smem_addr(scale_table),
-                 scales_s = smem_addr(stage_scales);
+                 xcodes_s = smem_addr(x_codes), xscales_s = smem_addr(x_scales);
   if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 0] = global_ns();
   bool traced_first = false;
   const int tid = threadIdx.x - 128, warp = tid / 32;
@@ -322,10 +531,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   fill_scales(0);
   cp_async_commit();
+  /* Fused: the first resident K group (row splits: the range's own run;
+   * whole rows: all of them). Quantized while the first tiles are on the
+   * way (the ring's copies went out before this). */
+  const int g_lo = p.ranges == kRowSplits ? (int)(t_begin % p.groups) : 0;
+  if (kFused) quantize_resident<MT>(p, xcodes_s, xscales_s, g_lo, tid);
 
   int stage = 0;
   uint32_t phase = 0;
   long long t = t_begin;
+  int pending = -1; /* the row of this range's cut piece (its last segment) */
   while (t < t_end) {
     const int b = (int)(t / p.groups);
     const int g_first = (int)(t % p.groups);
@@ -374,10 +589,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t table = table_s + 4 * ((chunk % 2) * kScaleChunk * R::scale_stride +
                                               (slot + uu) * R::scale_stride);
         sw[u] = lds_f32(table);
+        /* Unless fused, sx sits beside sw in the table; fused, in the
+         * resident scales of group g + uu. */
+        const uint32_t sx_row = kFused ? xscales_s + 4 * (g + uu - g_lo) * R::rows : table + 4;
 #pragma unroll
         for (int i = 0; i < 2 * MT; i++) {
           const int m = 8 * (i / 2) + 2 * tig + (i % 2);
-          sx[u][i] = m < p.M ? lds_f32(table + 4 * (1 + m)) : 0.0f;
+          sx[u][i] = m < p.M ? lds_f32(sx_row + 4 * m) : 0.0f;
         }
       }
 #pragma unroll
@@ -387,34 +605,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         traced_first = true;
         p.trace[blockIdx.x * 8 + 2] = global_ns();
       }
-      if (kFused) {
-#pragma unroll
-        for (int u = 0; u < kTiles; u++) {
-          if (u < count) {
-            const uint32_t codes = smem_s + stages_of[u] * R::stage_bytes + kTileBytes;
-            quantize_stage<MT>(p, codes + R::codes_bytes, codes, scales_s + 4 * stages_of[u] * R::rows,
-                               min(128, p.K - (g + u) * 128), warp, lane);
-          }
-        }
-        fence_proxy_async(); /* the codes are read by the tensor cores */
-        named_bar(1, kConsumerThreads);
-#pragma unroll
-        for (int u = 0; u < kTiles; u++)
-#pragma unroll
-          for (int i = 0; i < 2 * MT; i++) {
-            const int m = 8 * (i / 2) + 2 * tig + (i % 2);
-            sx[u][i] = m < p.M ? lds_f32(scales_s + 4 * (stages_of[u] * R::rows + m)) : 0.0f;
-          }
-      }
       float part[kTiles][4 * MT];
       wgmma_fence();
 #pragma unroll
       for (int u = 0; u < kTiles; u++) {
         const uint32_t stage_w = smem_s + stages_of[u] * R::stage_bytes;
+        const uint32_t x_tile = kFused ? xcodes_s + (g + (u < count ? u : 0) - g_lo) * R::codes_bytes
+                                       : stage_w + kTileBytes;
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
           Wgmma<kN>::run(part[u], smem_desc_sw128(stage_w + a_offset + kk * 32),
-                         smem_desc_sw128(stage_w + kTileBytes + kk * 32), kk);
+                         smem_desc_sw128(x_tile + kk * 32), kk);
       }
       wgmma_commit();
       wgmma_wait_all();
@@ -448,10 +649,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 3] = global_ns();
     /* acc[j][e]: m = 8j + 2tig + (e & 1), n = 128b + r0 + 8 (e >> 1). */
     if (g_first != 0 || seg_end < row_end) {
-      /* One of the row's row_splits pieces (CTAs b * row_splits ..): every
-       * piece goes to its slot, and the last to arrive adds all of them in
-       * CTA order and stores y. Nobody waits for
-       * another CTA, and the sum's order does not depend on who is last. */
+      /* One of the row's pieces (row_pieces): every piece goes to its slot,
+       * and the last to arrive adds all of them in CTA order and stores y.
+       * Nobody waits for another CTA, and the sum's order does not depend
+       * on who is last. */
       if (p.skip_fixup) continue; /* timing probe only */
       /* Slot layout [cta][j][thread]: a warp's store covers 512 contiguous
        * bytes (thread-major [thread][j] made 32 partial lines per store). */
@@ -459,51 +660,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < MT; j++)
         __stcg(slot + j * kConsumerThreads, make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]));
-      /* Release/acquire through one thread (no fence in every thread): the
-       * barrier orders every thread's slot stores before tid 0's release
-       * add, and tid 0's acquire before every thread's loads below. */
-      named_bar(1, kConsumerThreads);
-      int last = 0;
-      if (tid == 0) {
-        last = atomic_add_acq_rel(p.flags + b, 1u) == (unsigned)(p.row_splits - 1);
-        if (last) p.flags[b] = 0u; /* every piece has arrived: ready for the next launch */
+      if (p.spread_fixup) {
+        named_bar(1, kConsumerThreads);
+        add_share_of_row<MT>(p, b, tid);
+        continue;
       }
-      /* Same value in every thread; through a shuffle ptxas knows it is
-       * uniform and keeps the loop's indices in uniform registers. */
-      last = __shfl_sync(0xffffffffu, named_bar_or(1, kConsumerThreads, last), 0);
-      if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 5] = global_ns();
-      if (!last) continue;
-      /* The sum reads every slot, this CTA's own too (written above), so
-       * no second copy of the accumulators stays live. */
-      const int first_cta = b * p.row_splits;
-#pragma unroll
-      for (int j = 0; j < MT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
-      /* Several slots in flight at once (each load is an L2 round trip). */
-      constexpr int kAhead = 32 / MT;
-      for (int c0 = 0; c0 < p.row_splits; c0 += kAhead) {
-        float4 v[kAhead][MT];
-#pragma unroll
-        for (int u = 0; u < kAhead; u++) {
-          const int c = c0 + u;
-          const float4 *piece = p.slots + (size_t)(first_cta + c) * MT * kConsumerThreads + tid;
-#pragma unroll
-          for (int j = 0; j < MT; j++)
-            v[u][j] = c < p.row_splits ? __ldcg(piece + j * kConsumerThreads)
-                                       : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#pragma unroll
-        for (int u = 0; u < kAhead; u++)
-#pragma unroll
-          for (int j = 0; j < MT; j++) {
-            acc[j][0] += v[u][j].x;
-            acc[j][1] += v[u][j].y;
-            acc[j][2] += v[u][j].z;
-            acc[j][3] += v[u][j].w;
-          }
-      }
-      if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 7] = global_ns();
+      pending = b; /* a cut row's piece is its range's last segment */
+      continue;
     }
 #pragma unroll
     for (int e = 0; e < 4; e++) {
@@ -517,24 +680,39 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (pending >= 0) {
+    /* Release/acquire through one thread (no fence in every thread): the
+     * barrier orders every thread's slot stores before tid 0's release
+     * adds, and tid 0's acquire before every thread's loads below. */
+    named_bar(1, kConsumerThreads);
+    int last = tid == 0 ? arrive_piece(p, pending) : 0;
+    /* Same value in every thread; through a shuffle ptxas knows it is
+     * uniform and keeps the loops' indices in uniform registers. */
+    last = __shfl_sync(0xffffffffu, named_bar_or(1, kConsumerThreads, last), 0);
+    if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 5] = global_ns();
+    if (last) add_row_and_store<MT>(p, pending, tid);
+    if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 7] = global_ns();
+  }
   if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 4] = global_ns();
 }
 
 typedef void (*stream_kernel_fn)(const CUtensorMap, const CUtensorMap, const StreamParams);
 
+/* The kernel for MT, its ring depth and dynamic shared memory; x_groups:
+ * the fused kernel's resident K groups (0 unless fused). */
 template <int MT>
-stream_kernel_fn pick(bool preshuffled, bool fused, size_t *smem, int *stages) {
+stream_kernel_fn pick(bool preshuffled, bool fused, int x_groups, size_t *smem, int *stages) {
   if (fused) {
     if constexpr (MT > 4) {
       return nullptr; /* the fused linear covers M <= 32 */
     } else {
-      *smem = Ring<MT, true>::smem_bytes;
-      *stages = Ring<MT, true>::stages;
+      *stages = Ring<MT, true>::stages_for(x_groups);
+      *smem = Ring<MT, true>::smem_bytes(*stages, x_groups);
       return preshuffled ? gemm_stream_kernel<MT, true, true> : gemm_stream_kernel<MT, false, true>;
     }
   }
-  *smem = Ring<MT, false>::smem_bytes;
-  *stages = Ring<MT, false>::stages;
+  *stages = Ring<MT, false>::stages_for(0);
+  *smem = Ring<MT, false>::smem_bytes(*stages, 0);
   return preshuffled ? gemm_stream_kernel<MT, true, false> : gemm_stream_kernel<MT, false, false>;
 }
 
@@ -544,13 +722,14 @@ int tiles_for(size_t M) {
   return mt;
 }
 
-stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int *stages) {
+stream_kernel_fn select(int mt, bool preshuffled, bool fused, int x_groups, size_t *smem,
+                        int *stages) {
   switch (mt) {
-    case 1: return pick<1>(preshuffled, fused, smem, stages);
-    case 2: return pick<2>(preshuffled, fused, smem, stages);
-    case 4: return pick<4>(preshuffled, fused, smem, stages);
-    case 8: return pick<8>(preshuffled, fused, smem, stages);
-    default: return pick<16>(preshuffled, fused, smem, stages);
+    case 1: return pick<1>(preshuffled, fused, x_groups, smem, stages);
+    case 2: return pick<2>(preshuffled, fused, x_groups, smem, stages);
+    case 4: return pick<4>(preshuffled, fused, x_groups, smem, stages);
+    case 8: return pick<8>(preshuffled, fused, x_groups, smem, stages);
+    default: return pick<16>(preshuffled, fused, x_groups, smem, stages);
   }
 }
 
@@ -559,56 +738,76 @@ stream_kernel_fn select(int mt, bool preshuffled, bool fused, size_t *smem, int 
  *  - kRowSplits (fewer block rows than SMs): each block row cut into
  *    floor(SMs / rows) runs of K groups, one per CTA, every CTA's piece at
  *    its end.
- * Measured on H100 (bench/results/cuda-h100-2026-11-25-decode.md): stream-K
- * ranges (equal tile counts, rows cut anywhere, so partials handed over in
- * the middle of a CTA's range) cost 3-15 us a call more than these, more
- * than the imbalance of whole rows (e.g. 192 rows on 132 SMs: 16.6 us
- * against 19.6) or of a wave with a few SMs idle; they were removed.
+ * Even ranges (equal tile counts, rows cut anywhere) lost on both cards:
+ * on the H100 (session 2) by 3-15 us a call; on the H200 (this code's
+ * wait-free hand-off, arrivals deferred to the range's end) by 1-4 us, e.g.
+ * 24576 x 1536 M = 1 16.3 us against 12.6 (192 whole rows on 132 SMs):
+ * CTAs with equal tile counts end as far apart as with uneven ones (traces:
+ * last tile 9.5-12.0 us), the memory system, not the count, sets the pace
+ * (bench/results/cuda-h200-2026-12-04-decode.md).
  * FP8GEMM_CUDA_STREAM_ALIGN=1/2 forces rows / row splits (benchmarks). */
-void plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K, int *mode, int *ctas,
-                 int *row_splits, int *split_groups) {
+struct StreamPlan {
+  int mode, ctas, row_splits, split_groups, spread;
+};
+
+StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K) {
   const long long rows = (long long)((N + 127) / 128);
   const int groups = (int)((K + 127) / 128);
+  StreamPlan plan;
   const char *env = getenv("FP8GEMM_CUDA_STREAM_ALIGN");
   int m = env && *env ? atoi(env) : -1;
   if (m < kRows || m > kRowSplits) m = rows >= s->sm_count ? kRows : kRowSplits;
-  *row_splits = 1;
-  *split_groups = groups;
+  plan.row_splits = 1;
+  plan.split_groups = groups;
   long long n;
   if (m == kRows) {
     n = rows < s->sm_count ? rows : s->sm_count;
   } else {
+    /* As many K-runs per row as fill the SMs. (On the H100, whole rows won
+     * at M <= 16 up to 128 MiB when they kept >= 40% of the SMs busy; on the
+     * H200 they lose on large weights: 7168 x 16384 M = 1 40.5 us against
+     * 32.0 with two runs a row, bench/results/cuda-h200-2026-12-04-decode.md.) */
     long long want = s->sm_count / rows;
-    /* Whole rows when they already keep >= 40% of the SMs streaming, the
-     * weight is at most 128 MiB and M <= 16: measured on H100 (session 3),
-     * the hand-off of split rows costs more than the extra streams gain
-     * there (7168 x 16384 M=1 41.6 vs 44.4 us, 7168 x 2048 8.2 vs 9.4,
-     * 8192 x 1024 6.1 vs 6.9), but not on 8192 x 32768 (268 MB: 96.4 vs
-     * 91.5), at M = 64 (7168 x 16384: 66.4 vs 54.0) or with 36 rows
-     * (4608 x 7168: 19.1 vs 16.2). */
+    /* Except small weights (<= 24 MiB) with rows for >= 40% of the SMs at
+     * M <= 16: there whole rows still win on the H200 (7168 x 2048 M = 1
+     * 8.0 us against 8.2, 8192 x 1024 5.7 / 6.6, M = 16 6.4 / 7.1). */
     if (rows * 5 >= (long long)s->sm_count * 2 && M <= 16 &&
-        (double)rows * 128.0 * (double)K <= 128.0 * 1024 * 1024)
+        (double)rows * 128.0 * (double)K <= 24.0 * 1024 * 1024)
       want = 1;
     const char *splits = getenv("FP8GEMM_CUDA_STREAM_SPLITS"); /* benchmarks: at most this many */
     if (splits && *splits && atoi(splits) > 0) {
-      const long long forced = atoi(splits), most = s->sm_count / rows;
-      want = forced < most ? forced : most;
+      const long long cap = atoi(splits), most = s->sm_count / rows;
+      want = cap < most ? cap : most;
     }
     if (want < 1) want = 1;
     if (want > groups) want = groups;
-    *split_groups = (int)((groups + want - 1) / want);
-    *row_splits = (groups + *split_groups - 1) / *split_groups;
-    n = rows * *row_splits;
+    plan.split_groups = (int)((groups + want - 1) / want);
+    plan.row_splits = (groups + plan.split_groups - 1) / plan.split_groups;
+    n = rows * plan.row_splits;
     if (n > s->sm_count) { /* more rows than SMs: whole rows */
       m = kRows;
-      *row_splits = 1;
-      *split_groups = groups;
+      plan.row_splits = 1;
+      plan.split_groups = groups;
       n = s->sm_count;
     }
   }
   if (n > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) n = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
-  *mode = m;
-  *ctas = (int)n;
+  plan.mode = m;
+  plan.ctas = (int)n;
+  /* Who adds up a cut row: its last piece alone, or every piece a share
+   * (FP8GEMM_CUDA_STREAM_FIXUP=last|spread forces one; benchmarks, tests). */
+  const char *fixup = getenv("FP8GEMM_CUDA_STREAM_FIXUP");
+  if (fixup && strcmp(fixup, "last") == 0) plan.spread = 0;
+  else if (fixup && strcmp(fixup, "spread") == 0) plan.spread = 1;
+  else plan.spread = M >= kSpreadMinM;
+  if (plan.row_splits < 2) plan.spread = 0;
+  return plan;
+}
+
+/* The K groups a fused CTA keeps resident: its run (row splits), or all
+ * of them (whole rows). */
+int fused_x_groups(const StreamPlan &plan, size_t K) {
+  return plan.mode == kRowSplits ? plan.split_groups : (int)((K + 127) / 128);
 }
 
 }  // namespace
@@ -654,11 +853,12 @@ extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(void) {
       for (int fused = 0; fused < 2; fused++) {
         size_t smem = 0;
         int stages = 0;
-        stream_kernel_fn fn = select(mts[i], pre, fused, &smem, &stages);
+        stream_kernel_fn fn = select(mts[i], pre, fused, 0, &smem, &stages);
         if (!fn) continue;
+        /* The fused kernel's size depends on the launch (Ring::smem_bytes <= the budget). */
         FP8GEMM_CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(fn),
                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              (int)smem),
+                                              fused ? kSmemBudget : (int)smem),
                          "decode GEMM: shared-memory limit");
       }
   return FP8GEMM_OK;
@@ -671,10 +871,16 @@ extern "C" int fp8gemm_cuda_stream_supported(const fp8gemm_cuda_state *s,
   if ((uintptr_t)p->w % 16 != 0) return 0;
   if (p->fused) {
     if (p->M > 32) return 0;
-    /* Raw x through the tensor engine: 16-bit elements, 16-byte rows. */
+    /* Raw x in 16-byte loads: 16-bit elements, 16-byte aligned rows. */
     if (p->x_dtype != FP8GEMM_DTYPE_BF16 && p->x_dtype != FP8GEMM_DTYPE_F16) return 0;
     if ((uintptr_t)p->x % 16 != 0 || (p->ldx * 2) % 16 != 0) return 0;
-    return 1;
+    /* The resident activation leaves room for a ring deep enough. */
+    const StreamPlan plan = plan_ranges(s, p->M, p->N, p->K);
+    size_t smem = 0;
+    int stages = 0;
+    select(tiles_for(p->M), p->w_preshuffled != 0, true, fused_x_groups(plan, p->K), &smem,
+           &stages);
+    return stages >= kMinFusedStages;
   }
   return (uintptr_t)p->xq % 16 == 0 && p->ldq % 16 == 0;
 }
@@ -686,6 +892,11 @@ extern "C" size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, siz
   const long long tiles = (long long)((N + 127) / 128) * (long long)((K + 127) / 128);
   const size_t ctas = (size_t)(tiles < s->sm_count ? tiles : s->sm_count);
   return ctas * kConsumerThreads * tiles_for(rows) * sizeof(float4);
+}
+
+extern "C" size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, size_t M,
+                                                   size_t N, size_t K) {
+  return M * (size_t)fused_x_groups(plan_ranges(s, M, N, K), K);
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
@@ -706,6 +917,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     FP8GEMM_CUDA_TRY(cudaMemsetAsync(buffer, 0, 8 * 2048 * sizeof(*buffer), s->stream), "trace");
     p.trace = buffer;
   }
+  const char *evict = getenv("FP8GEMM_CUDA_STREAM_EVICT");
+  p.evict_first = !(evict && *evict == '0');
   const char *nofix = getenv("FP8GEMM_CUDA_STREAM_NOFIX");
   p.skip_fixup = nofix && *nofix == '1';
   p.sx_stride_m = prob->scale_stride_m;
@@ -735,15 +948,24 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
                                                                  : FP8GEMM_CUDA_SMALL_M_MAX;
     const int mt = tiles_for(rows);
     p.M = (int)rows;
-    plan_ranges(s, rows, prob->N, prob->K, &p.ranges, &p.ctas, &p.row_splits, &p.split_groups);
+    const StreamPlan plan = plan_ranges(s, rows, prob->N, prob->K);
+    p.ranges = plan.mode;
+    p.ctas = plan.ctas;
+    p.row_splits = plan.row_splits;
+    p.split_groups = plan.split_groups;
+    p.spread_fixup = plan.spread;
     p.y = static_cast<uint8_t *>(prob->y) + m0 * prob->ldy * y_elem;
     CUtensorMap map_x;
+    p.x = NULL;
+    p.ldx = 0;
+    p.x_groups = 0;
     if (prob->fused) {
+      /* Quantized in the kernel from x itself (no tensor map). */
       p.x_scale = NULL;
-      FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(
-          s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT16,
-          static_cast<const uint8_t *>(prob->x) + m0 * prob->ldx * 2, prob->K, rows,
-          prob->ldx * 2, 64, 8 * mt, "decode GEMM x"));
+      p.x = static_cast<const uint8_t *>(prob->x) + m0 * prob->ldx * 2;
+      p.ldx = prob->ldx;
+      p.x_groups = fused_x_groups(plan, prob->K);
+      memset(&map_x, 0, sizeof map_x);
     } else {
       p.x_scale = prob->x_scale + m0 * prob->scale_stride_m;
       FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
@@ -753,9 +975,35 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     if (prob->w_preshuffled) map_w = map_x; /* unused: bulk copies */
     size_t smem = 0;
     int stages = 0;
-    stream_kernel_fn fn = select(mt, prob->w_preshuffled != 0, prob->fused != 0, &smem, &stages);
+    stream_kernel_fn fn =
+        select(mt, prob->w_preshuffled != 0, prob->fused != 0, p.x_groups, &smem, &stages);
+    if (!fn || (prob->fused && stages < kMinFusedStages))
+      return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
+                               "decode GEMM: no fused kernel for M=%zu N=%zu K=%zu", rows, prob->N,
+                               prob->K);
     p.stages = want_stages > 0 && want_stages < stages ? want_stages : stages;
-    fn<<<(unsigned)p.ctas, kThreads, smem, s->stream>>>(map_x, map_w, p);
+    /* The spread hand-off waits for the row's other pieces: launched
+     * cooperatively, all CTAs are resident at once even when a launch on a
+     * concurrent stream holds SMs. */
+    cudaLaunchAttribute attr[2];
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3((unsigned)p.ctas);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = s->stream;
+    config.attrs = attr;
+    config.numAttrs = 0;
+    if (p.spread_fixup) {
+      attr[config.numAttrs].id = cudaLaunchAttributeCooperative;
+      attr[config.numAttrs].val.cooperative = 1;
+      config.numAttrs++;
+    }
+    if (s->overlap_launches) {
+      attr[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+      config.numAttrs++;
+    }
+    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, fn, map_x, map_w, p), "decode GEMM kernel launch");
     FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM kernel launch");
     if (p.trace) print_trace(s, p);
   }

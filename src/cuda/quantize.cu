@@ -6,6 +6,7 @@
 
 #include "cuda_internal.h"
 #include "device_common.cuh"
+#include "hopper_ptx.cuh"
 
 namespace {
 
@@ -14,6 +15,12 @@ constexpr int kWarpsPerBlock = 8;
 __global__ void quantize_activations_kernel(size_t M, size_t K, fp8gemm_dtype x_dtype,
                                             const void *x, size_t ldx, uint8_t *xq, size_t ldq,
                                             float *x_scale, size_t stride_m, size_t stride_g) {
+  /* A GEMM launched after this kernel with programmatic dependent launch may
+   * start streaming its weight now; it waits for this grid before reading
+   * xq. This kernel may itself start early (launched the same way): it
+   * reads x and writes xq only after the kernel ahead of it has ended. */
+  griddep_launch_dependents();
+  griddep_wait();
   const size_t groups = (K + 127) / 128;
   const int lane = threadIdx.x % 32;
   const size_t elem = fp8gemm_dtype_size_device(x_dtype);
@@ -144,9 +151,18 @@ extern "C" fp8gemm_status fp8gemm_cuda_quantize_activations(
   size_t stride_m, stride_g;
   scale_strides(scale_layout, scale_ld, &stride_m, &stride_g);
   const size_t items = M * ((K + 127) / 128);
-  quantize_activations_kernel<<<grid_for(items, kWarpsPerBlock, 1u << 20), kWarpsPerBlock * 32, 0,
-                                s->stream>>>(M, K, x_dtype, x, ldx, xq, ldq, x_scale, stride_m,
-                                             stride_g);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(grid_for(items, kWarpsPerBlock, 1u << 20));
+  config.blockDim = dim3(kWarpsPerBlock * 32);
+  config.stream = s->stream;
+  config.attrs = attr;
+  config.numAttrs = s->overlap_launches ? 1 : 0;
+  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, quantize_activations_kernel, M, K, x_dtype, x, ldx,
+                                      xq, ldq, x_scale, stride_m, stride_g),
+                   "quantize_activations kernel launch");
   return fp8gemm_cuda_check(cudaGetLastError(), "quantize_activations kernel launch");
 }
 

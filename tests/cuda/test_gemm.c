@@ -156,18 +156,47 @@ static void test_deepseek_shape_edges(void **state) {
 }
 
 /* How the decode kernel cuts the weight among CTAs changes with the number
- * of 128-row blocks and M: whole rows with fewer rows than SMs (>= 40% of
- * them, M <= 16), K-runs of rows above that M, several whole rows per CTA
- * with more rows than SMs (17000: 133 rows, the last one partial). */
+ * of 128-row blocks: K-runs of rows with fewer rows than SMs (56 rows: 2
+ * runs, 4 rows, the last short: 32 runs of one K group), several whole rows
+ * per CTA with more rows than SMs (17000: 133 rows, the last one partial).
+ * Cut rows are added up by their last piece or by every piece a share
+ * (cooperative launch): each way forced in turn, then the default. */
+static void set_or_unset(const char *name, const char *value) {
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+}
+
 static void test_row_partitions(void **state) {
   (void)state;
-  static const size_t ms_7168[] = {1, 5, 16, 17, 64};
+  static const size_t ms_7168[] = {1, 5, 16, 17, 64, 100};
   static const size_t ms_17000[] = {1, 3, 16, 40};
-  const gemm_case rows56 = {7168, 400, ms_7168, ct_quick() ? 2 : 5, FP8GEMM_DTYPE_BF16, 1, 2e-3};
-  run_both_layouts(&rows56);
-  const gemm_case rows133 = {17000, 384, ms_17000, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0,
-                             2e-3};
-  run_both_layouts(&rows133);
+  static const struct {
+    const char *name, *value;
+  } ways[] = {{"FP8GEMM_CUDA_STREAM_FIXUP", "last"},
+              {"FP8GEMM_CUDA_STREAM_FIXUP", "spread"},
+              {NULL, NULL}};
+  for (int i = 0; i < 3; i++) {
+    char *saved = NULL;
+    if (ways[i].name) {
+      saved = getenv(ways[i].name);
+      saved = saved ? strdup(saved) : NULL;
+      setenv(ways[i].name, ways[i].value, 1);
+      printf("# decode hand-off: %s=%s\n", ways[i].name, ways[i].value);
+    } else {
+      printf("# decode hand-off: default\n");
+    }
+    const gemm_case rows56 = {7168, 400, ms_7168, ct_quick() ? 2 : 6, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+    run_both_layouts(&rows56);
+    const gemm_case rows4 = {500, 4096, ms_7168, ct_quick() ? 3 : 6, FP8GEMM_DTYPE_F16, 1, 1e-3};
+    run_both_layouts(&rows4);
+    const gemm_case rows133 = {17000, 384, ms_17000, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0,
+                               2e-3};
+    run_both_layouts(&rows133);
+    if (ways[i].name) {
+      set_or_unset(ways[i].name, saved);
+      free(saved);
+    }
+  }
 }
 
 static void test_output_dtypes_and_bias(void **state) {
