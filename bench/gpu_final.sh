@@ -11,29 +11,9 @@
 #   bash bench/gpu_final.sh ARTIFACTS     (writes under $OUT)
 #   STEPS="sass tests sanitize run pytest"  or  STEPS="bench tune"
 set -u
-ART=$(cd "${1:?artifacts folder}" && pwd)
-OUT=${OUT:-/tmp/fp8gemm-final}
+source "$(dirname "$0")/gpu_common.sh"
 STEPS=${STEPS:-"sass tests sanitize run pytest bench tune"}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH="$ART:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
-cd "$(dirname "$0")/.."
-status=0
-has() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
-step() { # name timeout command...
-  local name=$1 limit=$2
-  shift 2
-  local start=$(date +%s)
-  timeout "$limit" "$@" >>"$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "== $name rc=$rc ($(( $(date +%s) - start )) s)" | tee -a "$OUT/$name.log"
-  [ $rc -eq 0 ] || status=1
-}
-{
-  date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-} >"$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+gpu_setup "${1:-}" /tmp/fp8gemm-final
 
 if has sass && command -v cuobjdump >/dev/null; then
   {
@@ -45,34 +25,34 @@ if has sass && command -v cuobjdump >/dev/null; then
   grep -c . "$OUT/sass.txt"
 fi
 if has tests; then
-  for t in "$ART"/cuda_test_*; do step tests 300 "$t"; done
+  for t in "$ART"/cuda_test_*; do step tests.log 300 "$t"; done
   grep -E "FAILED|\[  ERROR|rel err .* >" "$OUT/tests.log" | head -20
 fi
 if has sanitize; then
   for t in "$ART"/cuda_test_*; do
-    step sanitize 200 env FP8GEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 99 "$t"
+    step sanitize.log 200 env FP8GEMM_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 99 "$t"
   done
-  step sanitize 300 env FP8GEMM_TEST_QUICK=1 compute-sanitizer --tool racecheck --error-exitcode 99 \
+  step sanitize.log 300 env FP8GEMM_TEST_QUICK=1 compute-sanitizer --tool racecheck --error-exitcode 99 \
     "$ART/cuda_test_gemm"
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|HAZARD" "$OUT/sanitize.log" | sort | uniq -c
 fi
 if has run; then
-  step run 120 "$ART/fp8gemm" run
+  step run.log 120 "$ART/fp8gemm" run
   tail -n 30 "$OUT/run.log"
 fi
 if has pytest; then
-  step pytest 240 env FP8GEMM_LIBRARY="$ART/libfp8gemm.so" FP8GEMM_CLI="$ART/fp8gemm" \
+  step pytest.log 240 env FP8GEMM_LIBRARY="$ART/libfp8gemm.so" FP8GEMM_CLI="$ART/fp8gemm" \
     PYTHONPATH="$PWD/python" python3 -m pytest -q -rs -p no:cacheprovider python/tests
   tail -n 5 "$OUT/pytest.log"
 fi
 if has bench; then
-  step bench 330 python3 bench/cuda_bench.py --lib "$ART/libfp8gemm.so" --shapes "$ART/shapes.csv" \
+  step bench.log 330 python3 bench/cuda_bench.py --lib "$ART/libfp8gemm.so" --shapes "$ART/shapes.csv" \
     --out "$OUT/cuda-bench.json" --png "$OUT/cuda-bench.png"
   grep -E "^\|" "$OUT/bench.log" | head -90
 fi
 if has tune; then
   grep -E "^deepseek" "$ART/shapes.csv" >/tmp/deepseek.csv
-  step tune 150 "$ART/fp8gemm" tune --backend cuda --device '*' --shapes /tmp/deepseek.csv \
+  step tune.log 150 "$ART/fp8gemm" tune --backend cuda --device '*' --shapes /tmp/deepseek.csv \
     -o "$OUT/cuda.csv" --budget 0.03
   tail -n 10 "$OUT/tune.log"
 fi

@@ -11,22 +11,11 @@
 #   bash bench/gpu_large.sh .gpuart     (device; writes under $OUT)
 #   CONFIGS="name=256/2x1 ..."  SHAPES="M,N,K;..."  LAYOUTS=plain,sm90
 set -u
-ART=$(cd "${1:?artifacts folder}" && pwd)
-OUT=${OUT:-/tmp/fp8gemm-large}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH="$ART:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/gpu_common.sh"
+gpu_setup "${1:-}" /tmp/fp8gemm-large
 CONFIGS=${CONFIGS:-"c128=128 c192=192 c192m=192/2x1 c256=256 c256m=256/2x1 default="}
 SHAPES=${SHAPES:-"4096,7168,2048;4096,24576,1536;4096,4096,7168;4096,7168,16384;4096,2112,7168;8192,8192,8192;1024,7168,2048;4096,32768,512"}
 LAYOUTS=${LAYOUTS:-plain,sm90}
-status=0
-{
-  date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-} >"$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
-
 # A short check of each configuration first (a hang or a wrong result
 # drops it from the rest of the run instead of stalling the whole lease).
 good="" all_good=1
@@ -45,15 +34,11 @@ CONFIGS=$good
 : >"$OUT/tests.log"
 for t in "$ART"/cuda_test_*; do
   case "$t" in *gemm*) [ $all_good = 1 ] || { echo "== $(basename "$t") skipped (a configuration failed)"; continue; } ;; esac
-  start=$(date +%s)
   if [ "${FULL:-0}" = 1 ]; then
-    timeout "${TEST_TIMEOUT:-400}" "$t" >>"$OUT/tests.log" 2>&1
+    step tests.log "${TEST_TIMEOUT:-400}" "$t"
   else
-    FP8GEMM_TEST_QUICK=1 timeout "${TEST_TIMEOUT:-200}" "$t" >>"$OUT/tests.log" 2>&1
+    step tests.log "${TEST_TIMEOUT:-200}" env FP8GEMM_TEST_QUICK=1 "$t"
   fi
-  rc=$?
-  echo "== $(basename "$t") rc=$rc ($(( $(date +%s) - start )) s)" | tee -a "$OUT/tests.log"
-  [ $rc -eq 0 ] || status=1
 done
 grep -E "FAILED|\[  ERROR|rel err .* >" "$OUT/tests.log" | head -20
 
