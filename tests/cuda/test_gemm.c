@@ -161,9 +161,17 @@ static void test_deepseek_shape_edges(void **state) {
  * per CTA with more rows than SMs (17000: 133 rows, the last one partial).
  * Cut rows are added up by their last piece or by every piece a share
  * (cooperative launch): each way forced in turn, then the default. */
-static void set_or_unset(const char *name, const char *value) {
-  if (value) setenv(name, value, 1);
+/* A copy of environment variable `name` (NULL when unset), for restore_env. */
+static char *save_env(const char *name) {
+  const char *value = getenv(name);
+  return value ? strdup(value) : NULL;
+}
+
+/* Puts `name` back as save_env found it; frees the copy. */
+static void restore_env(const char *name, char *saved) {
+  if (saved) setenv(name, saved, 1);
   else unsetenv(name);
+  free(saved);
 }
 
 static void test_row_partitions(void **state) {
@@ -178,8 +186,7 @@ static void test_row_partitions(void **state) {
   for (int i = 0; i < 3; i++) {
     char *saved = NULL;
     if (ways[i].name) {
-      saved = getenv(ways[i].name);
-      saved = saved ? strdup(saved) : NULL;
+      saved = save_env(ways[i].name);
       setenv(ways[i].name, ways[i].value, 1);
       printf("# decode hand-off: %s=%s\n", ways[i].name, ways[i].value);
     } else {
@@ -192,10 +199,7 @@ static void test_row_partitions(void **state) {
     const gemm_case rows133 = {17000, 384, ms_17000, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0,
                                2e-3};
     run_both_layouts(&rows133);
-    if (ways[i].name) {
-      set_or_unset(ways[i].name, saved);
-      free(saved);
-    }
+    if (ways[i].name) restore_env(ways[i].name, saved);
   }
 }
 
@@ -292,8 +296,7 @@ static void test_large_configs(void **state) {
   static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1"};
   static const size_t ms[] = {129, 300, 520, 1};
   fp8gemm_context *shared_ctx = g_ctx;
-  const char *crossover = getenv("FP8GEMM_CUDA_CROSSOVER");
-  char *saved_crossover = crossover ? strdup(crossover) : NULL;
+  char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
   for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
     setenv("FP8GEMM_CUDA_LARGE_CONFIG", configs[i], 1);
@@ -308,11 +311,7 @@ static void test_large_configs(void **state) {
     fp8gemm_context_destroy(g_ctx);
   }
   unsetenv("FP8GEMM_CUDA_LARGE_CONFIG");
-  if (saved_crossover)
-    setenv("FP8GEMM_CUDA_CROSSOVER", saved_crossover, 1);
-  else
-    unsetenv("FP8GEMM_CUDA_CROSSOVER");
-  free(saved_crossover);
+  restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
 }
 
