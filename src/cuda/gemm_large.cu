@@ -57,10 +57,15 @@
  * units numbered in groups of 16 M-blocks so the tiles in flight share
  * activation and weight panels in L2. With fewer 128 x 128 tiles than SMs
  * (M of a few hundred or less) K is split so that tiles x splits <= SMs:
- * every unit has its own CTA, all resident at once (launched
- * cooperatively); the CTAs of a tile write fp32 partials, wait for each
- * other on a counter, and each adds up (in split order: deterministic) its
- * own slice of rows. */
+ * the CTAs of a tile write fp32 partials in their register layout and the
+ * last of them to finish adds them up (in split order: deterministic) and
+ * stores the tile; none waits for another.
+ *
+ * Programmatic dependent launch: each CTA lets the next kernel in the
+ * stream launch at its start, and the copy warp issues its first ring of
+ * weight copies before waiting for the previous kernel (the weight is
+ * read-only while a handle lives); activations, scales, partials and y
+ * are touched only after that wait. */
 #include <stdint.h>
 #include <stdio.h>
 
@@ -119,9 +124,14 @@ struct LargeParams {
   /* Split-K when there are fewer tiles than SMs (small M, 1x1 clusters):
    * unit u is tile u / splits, groups [s * per_split, (s + 1) * per_split). */
   int splits, groups_per_split;
-  float *partial;          /* [splits][M][N] fp32 */
+  float *partial;          /* [tile][split][128 x 128] fp32, register layout */
   int tma_store;           /* 2-byte y written through shared memory by tensor stores */
   unsigned int *counters;  /* one per tile, zero between launches */
+};
+
+template <bool kValue>
+struct BoolConstant {
+  static constexpr bool value = kValue;
 };
 
 __device__ __forceinline__ uint32_t pack2(fp8gemm_dtype dtype, float a, float b) {
@@ -167,6 +177,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                       const __grid_constant__ CUtensorMap map_w,
                       const __grid_constant__ CUtensorMap map_y, const LargeParams p) {
   using C = Cfg<kBN, kCM>;
+  /* Only 128-wide tiles of unclustered launches split K (the host's rule). */
+  constexpr bool kSplitCapable = kBN == 128 && kCM == 1;
   /* The dynamic shared memory starts 1 KiB-aligned (the 128B swizzle's
    * atom); the trap below would catch a runtime that broke that. */
   extern __shared__ __align__(1024) uint8_t smem[];
@@ -195,6 +207,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   else
     __syncthreads();
 
+  /* The next kernel in the stream may be scheduled as SMs free up (one CTA
+   * fills an SM, so only as this grid's CTAs leave); what it reads of this
+   * one's output waits for this grid's end (griddep_wait). */
+  griddep_launch_dependents();
+
   const int units = p.m_units * p.n_blocks * p.splits;
   const int cluster_id = blockIdx.x / C::cluster, clusters = gridDim.x / C::cluster;
 
@@ -203,7 +220,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (warp_in_group == 0) {
       /* The copy warp; every CTA of the cluster shares the weight tile. */
       const uint16_t mask_b = (uint16_t)((1u << kCM) - 1);
-      int stage = 0;
+      /* The weight is read-only while a handle lives: the first ring's worth
+       * of weight copies go out before the wait for the previous kernel in
+       * the stream (programmatic dependent launch; a no-op without it), the
+       * activation copies of those stages after it. */
+      int early = 0, early_mb = 0, early_g = 0;
+      if (cluster_id < units) {
+        int mu, nu;
+        unit_coords(p, cluster_id / p.splits, &mu, &nu);
+        early_mb = mu * kCM + rm;
+        early_g = (cluster_id % p.splits) * p.groups_per_split;
+        early = min(C::stages, min(p.k_groups, early_g + p.groups_per_split) - early_g);
+      }
+      if (early == 0) griddep_wait();
+      int stage = 0, issued = 0;
       uint32_t phase = 0;
       for (int unit = cluster_id; unit < units; unit += clusters) {
         int mu, nu;
@@ -240,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             else if (width == kBlockK)
               bytes += (uint32_t)b_rows * kBlockK;
             mbar_arrive_expect_tx(bar, bytes);
-            tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
+            if (issued >= early) tma_load_2d(smem_addr(stage_a), &map_x, g * kBlockK, mb * kBlockM, bar);
             const int t_begin = rm * C::b_slice_rows, t_end = t_begin + C::b_slice_rows;
             if (!kPreshuffled) {
               const uint32_t b_dst = smem_addr(stage_b + t_begin * 128);
@@ -264,7 +294,14 @@ __global__ void __launch_bounds__(kThreads, 1)
                 t += n;
               }
             }
+            if (issued == early - 1) {
+              griddep_wait();
+              for (int e = 0; e < early; e++)
+                tma_load_2d(smem_addr(smem + e * C::stage_bytes), &map_x, (early_g + e) * kBlockK,
+                            early_mb * kBlockM, smem_addr(full_bar + e));
+            }
           }
+          issued++;
           __syncwarp();
           if (++stage == C::stages) {
             stage = 0;
@@ -275,6 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    griddep_wait(); /* scales, partials, counters and y come after the previous kernel */
     /* Warp-uniform, so the A descriptors live in uniform registers. */
     const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;
     const bool leader = warp_in_group == 0 && lane == 0;
@@ -283,23 +321,29 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc[C::acc_regs];
     /* Operand descriptors of stage 0 (this warpgroup's 64 rows of A; B);
      * stage s and k-step kk add (s * stage_bytes + 32 kk) / 16 to the
-     * start-address field, which stays below 2^14 (shared memory < 256 KiB). */
+     * start-address field, which stays below 2^14 (shared memory < 256 KiB).
+     * The current stage's descriptors and full barrier are carried from
+     * group to group (one add, a reset at the ring's end) rather than
+     * rebuilt from the stage index: the path between one batch's
+     * completion and the next batch's issue is the kernel's critical path. */
     const uint32_t smem_base = smem_addr(smem);
     const uint64_t desc_a0 = smem_desc_sw128(smem_base + consumer * 64 * kBlockK);
     const uint64_t desc_b0 = smem_desc_sw128(smem_base + kATileBytes);
     const uint32_t bar_full0 = smem_addr(full_bar);
-    auto stage_desc = [](int s) { return (uint64_t)(s * (C::stage_bytes / 16)); };
+    constexpr uint64_t kStageDesc = C::stage_bytes / 16;
+    constexpr uint64_t kStageBack = (uint64_t)0 - (C::stages - 1) * kStageDesc; /* mod 2^64 */
+    uint64_t da = desc_a0, db = desc_b0;
+    uint32_t bar_full = bar_full0;
     /* This thread's two rows of the tile: lr and lr + 8. */
     const int lr = consumer * 64 + warp_in_group * 16 + lane / 4;
 
     /* A consumer warp frees a stage in every CTA of its cluster (lane j
      * arrives on CTA rank ^ j), since each of them multicasts into it. */
-    auto release = [&](int s) {
+    auto release = [&](uint32_t empty) {
       if constexpr (C::cluster == 1) {
-        if (lane == 0) mbar_arrive(smem_addr(empty_bar + s));
+        if (lane == 0) mbar_arrive(empty);
       } else {
-        if (lane < C::cluster)
-          mbar_arrive_cluster(cluster_map(smem_addr(empty_bar + s), rank ^ (uint32_t)lane));
+        if (lane < C::cluster) mbar_arrive_cluster(cluster_map(empty, rank ^ (uint32_t)lane));
       }
     };
 
@@ -314,9 +358,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int row0 = mb * kBlockM + lr;
       const int row1 = row0 + 8;
       const bool row0_ok = row0 < p.M, row1_ok = row1 < p.M;
-      /* A 256 tile skips its second piece past N (the last tile of N = 2112). */
-      const int pieces_present =
-          C::pieces == 1 ? 1 : max(1, min(C::pieces, (p.N - col0 + C::piece - 1) / C::piece));
       /* Where in the tile the second weight-scale block begins (192: 128 or 64). */
       const int scale_split = 128 - col0 % 128;
 #pragma unroll
@@ -325,8 +366,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       /* Scales through pointers clamped into the arrays (rows past M and
        * weight blocks past N read a valid neighbour; those outputs are never
        * stored), advanced one K group at a time, each group's loaded while
-       * the one before computes: no predicates and no 64-bit index
-       * arithmetic on the path between two batches of wgmmas. */
+       * the one before computes: no 64-bit index arithmetic on the path
+       * between two batches of wgmmas. */
       const float *sw_ptr[C::scale_blocks];
 #pragma unroll
       for (int j = 0; j < C::scale_blocks; j++)
@@ -347,129 +388,109 @@ __global__ void __launch_bounds__(kThreads, 1)
       };
       if (g_begin < g_end) load_scales();
 
+      /* The K loop, compiled twice: for tiles inside N (every piece, no
+       * per-group test) and for the last tile of an N that is not a
+       * multiple of the width (a 256 tile skips its second piece past N). */
       float part[C::part_regs];
-      for (int g = g_begin; g < g_end; g++) {
-        float sw[C::scale_blocks];
+      auto k_loop = [&](auto whole_tile) {
+        constexpr bool kWhole = decltype(whole_tile)::value;
+        const int pieces_present =
+            kWhole || C::pieces == 1 ? C::pieces
+                                     : max(1, min(C::pieces, (p.N - col0 + C::piece - 1) / C::piece));
+        for (int g = g_begin; g < g_end; g++) {
+          float sw[C::scale_blocks];
 #pragma unroll
-        for (int j = 0; j < C::scale_blocks; j++) sw[j] = sw_next[j];
-        const float sx0 = sx0_next, sx1 = sx1_next;
-        if (g + 1 < g_end) load_scales();
-        mbar_wait(bar_full0 + 8 * stage, phase);
-        const uint64_t da = desc_a0 + stage_desc(stage), db = desc_b0 + stage_desc(stage);
+          for (int j = 0; j < C::scale_blocks; j++) sw[j] = sw_next[j];
+          const float sx0 = sx0_next, sx1 = sx1_next;
+          mbar_wait(bar_full, phase);
+          /* This stage's descriptors and empty barrier; the next stage's
+           * are computed before the wait below, off the critical path (one
+           * add of a constant, or a step back at the ring's end). */
+          const uint64_t da_now = da, db_now = db;
+          const uint32_t empty_now = bar_full + 8 * C::stages;
+          const bool wrap = ++stage == C::stages;
+          if (wrap) {
+            stage = 0;
+            phase ^= 1;
+          }
+          da += wrap ? kStageBack : kStageDesc;
+          db += wrap ? kStageBack : kStageDesc;
+          bar_full += wrap ? -8 * (C::stages - 1) : 8;
 #pragma unroll
-        for (int h = 0; h < C::pieces; h++) {
-          if (h < pieces_present) {
-            wgmma_fence();
+          for (int h = 0; h < C::pieces; h++) {
+            if (h < pieces_present) {
+              wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < kBlockK / 32; kk++)
-              Wgmma<C::piece>::run(part, da + 2 * kk, db + h * (C::piece * 128 / 16) + 2 * kk, kk);
-            wgmma_commit();
-            wgmma_wait_all();
-            if (h == pieces_present - 1) release(stage);
-            if constexpr (kBN == 192) {
-              /* The second weight-scale block starts at column 128 or 64. */
-              const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
-              if (scale_split == 128)
-                promote<24, 16>(acc, part, lo0, lo1, hi0, hi1);
-              else
-                promote<24, 8>(acc, part, lo0, lo1, hi0, hi1);
-            } else {
-              const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
-              promote<16, 16>(acc + 64 * h, part, s0, s1, s0, s1);
+              for (int kk = 0; kk < kBlockK / 32; kk++)
+                Wgmma<C::piece>::run(part, da_now + 2 * kk, db_now + h * (C::piece * 128 / 16) + 2 * kk,
+                                     kk);
+              wgmma_commit();
+              /* The next group's scales load while this batch runs. */
+              if (h == 0 && g + 1 < g_end) load_scales();
+              wgmma_wait_all();
+              if (h == pieces_present - 1) release(empty_now);
+              if constexpr (kBN == 192) {
+                /* The second weight-scale block starts at column 128 or 64. */
+                const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
+                if (scale_split == 128)
+                  promote<24, 16>(acc, part, lo0, lo1, hi0, hi1);
+                else
+                  promote<24, 8>(acc, part, lo0, lo1, hi0, hi1);
+              } else {
+                const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
+                promote<16, 16>(acc + 64 * h, part, s0, s1, s0, s1);
+              }
             }
           }
         }
-        if (++stage == C::stages) {
-          stage = 0;
-          phase ^= 1;
-        }
-      }
+      };
+      if (C::pieces == 1 || col0 + kBN <= p.N)
+        k_loop(BoolConstant<true>());
+      else
+        k_loop(BoolConstant<false>());
 
       /* acc[4i + e]: row row0 (e < 2) or row1, column
        * col0 + 8i + 2 (lane % 4) + (e & 1). */
       constexpr int kGroups = kBN / 8;
-      if (p.splits > 1) {
-        /* Split-K: fp32 partial of this K range, then the tile's CTAs add the
-         * partials in split order (deterministic). */
-        float *mine = p.partial + (size_t)split * p.M * p.N;
-#pragma unroll
-        for (int i = 0; i < kGroups; i++) {
-          const int col = col0 + 8 * i + 2 * (lane % 4);
-          const float *a = acc + 4 * i;
-          if (col < p.N && row0_ok) mine[(size_t)row0 * p.N + col] = a[0];
-          if (col + 1 < p.N && row0_ok) mine[(size_t)row0 * p.N + col + 1] = a[1];
-          if (col < p.N && row1_ok) mine[(size_t)row1 * p.N + col] = a[2];
-          if (col + 1 < p.N && row1_ok) mine[(size_t)row1 * p.N + col + 1] = a[3];
-        }
-        /* Every unit of a split launch has its own CTA (units <= SMs), all
-         * resident at once (cooperative launch), so the tile's CTAs wait for
-         * each other and then each adds up its own slice of rows: the
-         * reduction runs in parallel. */
-        __threadfence();
-        named_bar(1, 256); /* the two consumer warpgroups */
-        if (threadIdx.x == 128) {
-          atomicAdd(p.counters + tile, 1u);
-          while (*reinterpret_cast<volatile unsigned int *>(p.counters + tile) < (unsigned)p.splits)
-            __nanosleep(64);
-        }
-        named_bar(1, 256);
-        __threadfence();
-        const int rows = min(kBlockM, p.M - mb * kBlockM), cols = min(kBN, p.N - col0);
-        const int r_begin = split * rows / p.splits, r_end = (split + 1) * rows / p.splits;
+      if (kSplitCapable && p.splits > 1) {
+        /* Split-K: each CTA of a tile writes its fp32 accumulators as they
+         * sit in its registers (float4 i of thread t at i * 256 + t: every
+         * warp store is 512 contiguous bytes), then arrives on the tile's
+         * counter; the last to arrive adds the partials up in split order
+         * (deterministic: the same sum whichever CTA is last), in the same
+         * fragment layout, and stores the tile through the epilogue below.
+         * No CTA waits for another, so the launch needs no co-residency. */
+        constexpr int kQuads = C::acc_regs / 4;
         const int t = threadIdx.x - 128;
-        if (p.N % 4 == 0) {
-          /* float4 columns; each thread's outputs gathered over all splits at once. */
-          const int quads = (cols + 3) / 4, items = (r_end - r_begin) * quads;
-          for (int base = 0; base < items; base += 256 * 4) {
-            float4 sum[4];
+        float4 *tile_partials = reinterpret_cast<float4 *>(p.partial) + (size_t)tile * p.splits * kQuads * 256;
 #pragma unroll
-            for (int u = 0; u < 4; u++) sum[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-            for (int sp = 0; sp < p.splits; sp++) {
+        for (int i = 0; i < kQuads; i++)
+          __stcg(tile_partials + ((size_t)split * kQuads + i) * 256 + t,
+                 make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+        __threadfence();
+        int last = 0;
+        named_bar(1, 256); /* the two consumer warpgroups' partials are out */
+        if (threadIdx.x == 128)
+          last = atomicAdd(p.counters + tile, 1u) == (unsigned)(p.splits - 1);
+        if (!named_bar_or(1, 256, last)) continue;
+        if (threadIdx.x == 128) p.counters[tile] = 0; /* every CTA of the tile has arrived */
+        __threadfence();
 #pragma unroll
-              for (int u = 0; u < 4; u++) {
-                const int idx = base + u * 256 + t;
-                if (idx < items) {
-                  const int row = mb * kBlockM + r_begin + idx / quads, col = col0 + 4 * (idx % quads);
-                  const float4 v = __ldcg(reinterpret_cast<const float4 *>(
-                      p.partial + ((size_t)sp * p.M + row) * p.N + col));
-                  sum[u].x += v.x;
-                  sum[u].y += v.y;
-                  sum[u].z += v.z;
-                  sum[u].w += v.w;
-                }
-              }
-            }
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-              const int idx = base + u * 256 + t;
-              if (idx < items) {
-                const int row = mb * kBlockM + r_begin + idx / quads, col = col0 + 4 * (idx % quads);
-                const float v[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
-                for (int e = 0; e < 4 && col + e < p.N; e++)
-                  store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col + e,
-                                v[e] + (p.bias ? __ldg(p.bias + col + e) : 0.0f));
-              }
-            }
+        for (int i = 0; i < kQuads; i++) {
+          float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+          for (int sp = 0; sp < p.splits; sp++) {
+            const float4 v = sp == split ? make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3])
+                                         : __ldcg(tile_partials + ((size_t)sp * kQuads + i) * 256 + t);
+            sum.x += v.x;
+            sum.y += v.y;
+            sum.z += v.z;
+            sum.w += v.w;
           }
-        } else {
-          for (int idx = t; idx < (r_end - r_begin) * cols; idx += 256) {
-            const int row = mb * kBlockM + r_begin + idx / cols, col = col0 + idx % cols;
-            float sum = 0.0f;
-            for (int sp = 0; sp < p.splits; sp++)
-              sum += __ldcg(p.partial + ((size_t)sp * p.M + row) * p.N + col);
-            store_element(p.y_dtype, p.y, (size_t)row * p.ldy + col,
-                          sum + (p.bias ? __ldg(p.bias + col) : 0.0f));
-          }
+          acc[4 * i] = sum.x;
+          acc[4 * i + 1] = sum.y;
+          acc[4 * i + 2] = sum.z;
+          acc[4 * i + 3] = sum.w;
         }
-        /* The last CTA of the tile to finish resets both counters for the next launch. */
-        named_bar(1, 256);
-        if (threadIdx.x == 128 &&
-            atomicAdd(p.counters + FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile, 1u) ==
-                (unsigned)(p.splits - 1)) {
-          p.counters[tile] = 0;
-          p.counters[FP8GEMM_CUDA_SPLIT_COUNTERS / 2 + tile] = 0;
-        }
-        continue;
       }
       if (p.tma_store) {
         /* Each consumer warpgroup stages its 64 rows x epi_cols columns in
@@ -560,10 +581,7 @@ struct Large {
       return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
                                "large-M GEMM: no cluster of %d CTAs fits on the device", C::cluster);
     const unsigned grid = (unsigned)(units < max_clusters ? units : max_clusters) * C::cluster;
-    /* A split launch's CTAs wait for each other (see the split-K epilogue):
-     * launched cooperatively, they are all resident at once even when
-     * another launch on a concurrent stream holds some SMs. */
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(kThreads);
@@ -571,16 +589,17 @@ struct Large {
     config.stream = s->stream;
     config.attrs = attr;
     config.numAttrs = 0;
-    if (p.splits > 1) {
-      attr[0].id = cudaLaunchAttributeCooperative;
-      attr[0].val.cooperative = 1;
-      config.numAttrs = 1;
-    } else if (C::cluster > 1) {
+    if (C::cluster > 1) {
       attr[0].id = cudaLaunchAttributeClusterDimension;
       attr[0].val.clusterDim.x = C::cluster;
       attr[0].val.clusterDim.y = 1;
       attr[0].val.clusterDim.z = 1;
       config.numAttrs = 1;
+    }
+    if (s->overlap_launches) {
+      attr[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+      config.numAttrs++;
     }
     FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPre, kBN, kCM>,
                                         map_x, map_w, map_y, p),
@@ -624,6 +643,11 @@ struct LargeTable {
     return nullptr;
   }
 };
+
+/* The split-K partials: every split of every 128 x 128 tile, fp32. */
+size_t split_partial_bytes(long long tiles, int splits) {
+  return (size_t)tiles * (size_t)splits * kBlockM * 128 * sizeof(float);
+}
 
 /* Splits K over the units of a launch with fewer tiles than SMs. */
 void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits, int *per_split) {
@@ -719,7 +743,7 @@ extern "C" size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size
   const long long tiles = (long long)((M + kBlockM - 1) / kBlockM) * (long long)((N + 127) / 128);
   int splits, per_split;
   plan_large_splits(s->sm_count, tiles, (int)((K + kBlockK - 1) / kBlockK), &splits, &per_split);
-  return splits > 1 ? (size_t)splits * M * N * sizeof(float) : 0;
+  return splits > 1 ? split_partial_bytes(tiles, splits) : 0;
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
@@ -762,7 +786,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     config = LargeConfig{128, 1};
     plan_large_splits(s->sm_count, narrow_tiles, p.k_groups, &p.splits, &p.groups_per_split);
     if (p.splits > 1 &&
-        (!workspace || workspace_bytes < (size_t)p.splits * prob->M * prob->N * sizeof(float))) {
+        (!workspace || workspace_bytes < split_partial_bytes(narrow_tiles, p.splits))) {
       p.splits = 1; /* no room for partials: unsplit, same result */
       p.groups_per_split = p.k_groups;
     }
@@ -787,9 +811,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, prob->w,
                                                    prob->K, prob->N, prob->K, kBlockK,
                                                    (unsigned)(bn / config.cm), "large-M GEMM weight"));
-  /* 2-byte outputs of unsplit launches go out through tensor stores (the
-   * engine needs a 16-byte aligned base and row pitch). */
-  p.tma_store = p.splits == 1 && y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
+  /* 2-byte outputs go out through tensor stores (split launches too: the
+   * last CTA of a tile stores it; the engine needs a 16-byte aligned base
+   * and row pitch). */
+  p.tma_store = y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
                 (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1);
   map_y = map_x;
   if (p.tma_store) {

@@ -395,7 +395,7 @@ void plan_splits(const fp8gemm_cuda_state *s, int mt, bool preshuffled, bool fus
   const char *env = getenv("FP8GEMM_CUDA_SMALL_SPLITS");
   const int forced = env && *env ? atoi(env) : 0;
   int want = 1;
-  if (block_rows <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2) { /* the upper half is the large kernel's */
+  if (block_rows <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2) { /* the stream kernel uses the upper half */
     if (forced > 0) {
       want = forced;
     } else {

@@ -315,6 +315,32 @@ static void test_large_configs(void **state) {
   g_ctx = shared_ctx;
 }
 
+/* The large-M kernel's split-K path (fewer 128 x 128 tiles than SMs: the
+ * tiles' CTAs write partials and the last of each tile adds them up),
+ * forced for every M: 2 splits (N = 7168, 56 tiles), 7 and 3 (N = 2112),
+ * one K group per split with a partial last group (N = 1000, K = 1088),
+ * bf16 through the tensor-store epilogue and f32 through direct stores,
+ * with bias, both layouts. */
+static void test_large_split_k(void **state) {
+  (void)state;
+  static const size_t ms_a[] = {1, 100, 128, 256};
+  static const size_t ms_b[] = {1, 65, 128, 129};
+  static const size_t ms_c[] = {1, 77, 129, 300};
+  fp8gemm_context *shared_ctx = g_ctx;
+  char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
+  setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
+  g_ctx = ct_context(NULL);
+  const gemm_case a = {7168, 2048, ms_a, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+  const gemm_case b = {2112, 7168, ms_b, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0, 2e-3};
+  const gemm_case c = {1000, 1088, ms_c, 4, FP8GEMM_DTYPE_F32, 1, 1e-3};
+  run_both_layouts(&a);
+  run_both_layouts(&b);
+  run_both_layouts(&c);
+  fp8gemm_context_destroy(g_ctx);
+  restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
+  g_ctx = shared_ctx;
+}
+
 static int setup(void **state) {
   (void)state;
   g_ctx = ct_context(NULL);
@@ -341,6 +367,7 @@ int main(void) {
       cmocka_unit_test(test_output_dtypes_and_bias),
       cmocka_unit_test(test_linear_from_x),
       cmocka_unit_test(test_large_configs),
+      cmocka_unit_test(test_large_split_k),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
