@@ -9,7 +9,9 @@
 #
 #   bash bench/pack_gpu.sh .gpuart      (here)
 #   bash bench/gpu_large.sh .gpuart     (device; writes under $OUT)
-#   CONFIGS="name=256/2x1 ..."  SHAPES="M,N,K;..."  LAYOUTS=plain,sm90
+#   CONFIGS="name=256/2x1 ..."  SHAPES="M,N,K;..."  LAYOUTS=plain,sm90  TESTS=0 (no tests)
+# A CONFIGS value holding '=' is a comma-separated list of FP8GEMM_CUDA_*
+# settings instead (e.g. "s0=FP8GEMM_CUDA_LARGE_STAGGER=0,FP8GEMM_CUDA_LARGE_CONFIG=256").
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 gpu_setup "${1:-}" /tmp/fp8gemm-large
@@ -18,12 +20,16 @@ SHAPES=${SHAPES:-"4096,7168,2048;4096,24576,1536;4096,4096,7168;4096,7168,16384;
 LAYOUTS=${LAYOUTS:-plain,sm90}
 # A short check of each configuration first (a hang or a wrong result
 # drops it from the rest of the run instead of stalling the whole lease).
+config_env() { # VALUE -> the settings it stands for, comma-separated
+  case "$1" in *=*) echo "$1" ;; ?*) echo "FP8GEMM_CUDA_LARGE_CONFIG=$1" ;; esac
+}
 good="" all_good=1
 : >"$OUT/smoke.log"
 for c in $CONFIGS; do
   name=${c%%=*} value=${c#*=}
   [ -n "$value" ] || { good="$good $c"; continue; }
-  FP8GEMM_CUDA_CROSSOVER=0 FP8GEMM_CUDA_LARGE_CONFIG=$value timeout 40 "$ART/fp8gemm" verify \
+  # shellcheck disable=SC2046 # one word per setting
+  env FP8GEMM_CUDA_CROSSOVER=0 $(config_env "$value" | tr , ' ') timeout 40 "$ART/fp8gemm" verify \
     --backend cuda --shapes "520,2112,400;300,1000,1024;129,8192,512" >/tmp/smoke.one 2>&1
   rc=$?
   cat /tmp/smoke.one >>"$OUT/smoke.log"
@@ -33,6 +39,7 @@ done
 CONFIGS=$good
 : >"$OUT/tests.log"
 for t in "$ART"/cuda_test_*; do
+  [ "${TESTS:-1}" = 1 ] || break
   case "$t" in *gemm*) [ $all_good = 1 ] || { echo "== $(basename "$t") skipped (a configuration failed)"; continue; } ;; esac
   if [ "${FULL:-0}" = 1 ]; then
     step tests.log "${TEST_TIMEOUT:-400}" "$t"
@@ -46,7 +53,7 @@ variants=""
 for c in $CONFIGS; do
   name=${c%%=*} value=${c#*=}
   if [ -n "$value" ]; then
-    variants="$variants$name:FP8GEMM_CUDA_LARGE_CONFIG=$value;"
+    variants="$variants$name:$(config_env "$value");"
   else
     variants="$variants$name:;"
   fi
