@@ -120,12 +120,14 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
     s->fused_max_m = (size_t)strtoull(env, NULL, 10);
     s->fused_forced = 1;
   }
-  /* The decode GEMM goes out with programmatic dependent launch: its CTAs
-   * start streaming the weight (read-only while a handle lives) as the
-   * previous kernel's CTAs leave the SMs, and wait for that kernel's end
-   * before reading anything it may write. H200: 4096 x 7168 M = 1 9.4 us
-   * against 12.0 back to back (bench/results/cuda-h200-2026-12-04-decode.md).
-   * FP8GEMM_CUDA_PDL=0 turns it off. */
+  /* The decode and large-M GEMMs and the activation quantizer go out with
+   * programmatic dependent launch: their CTAs start streaming the weight
+   * (read-only while a handle lives) as the previous kernel's CTAs leave
+   * the SMs, and wait for that kernel's end before reading anything it may
+   * write. H200: 4096 x 7168 M = 1 9.4 us against 12.0 back to back
+   * (bench/results/cuda-h200-2026-12-04-decode.md); large-M 256 x 7168 x
+   * 2048 11.3 against 13.3 (...-largem-s6.md). FP8GEMM_CUDA_PDL=0 turns it
+   * off. */
   env = getenv("FP8GEMM_CUDA_PDL");
   s->overlap_launches = !(env && *env == '0');
   s->forced_crossover_m = FP8GEMM_CROSSOVER_DEFAULT;
