@@ -26,6 +26,7 @@ typedef CUresult (*fp8gemm_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, 
  * size (CTAs along M sharing the weight tile). bn == 0: unset. */
 typedef struct fp8gemm_cuda_large_config {
   int bn, cm;
+  int pipelined; /* two partials, the next batch issued before a promotion */
 } fp8gemm_cuda_large_config;
 
 typedef struct fp8gemm_cuda_state {

@@ -44,6 +44,15 @@
  * ahead through pointers advanced by constants (scales staged in shared
  * memory by a producer warp measured slower on short K).
  *
+ * Pipelined variants (FP8GEMM_CUDA_LARGE_CONFIG=192p / 256p, not the
+ * default until measured): the tile is computed in pieces of 96 / 64
+ * columns that alternate between two partials of 48 / 32 registers (the
+ * same registers as one 192 / 128 partial), and each piece's batch is
+ * issued before the previous piece is promoted, so a warpgroup keeps the
+ * tensor cores fed while it promotes; groups run in straight-line bodies
+ * of four (the next group's first batch goes out before the last piece of
+ * the one before is promoted), which drain at their end.
+ *
  * Epilogue, bf16 / f16 out, unsplit: + bias, convert, each consumer
  * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
  * as 64 x 64 boxes (128B swizzle, conflict-free) and one thread issues
@@ -83,13 +92,17 @@ constexpr int kConsumerWarps = 8;
 constexpr int kGroupM = 16;
 constexpr int kSmemLimit = 232448; /* sm_90 opt-in shared memory per block */
 
-template <int kBN, int kCM>
+template <int kBN, int kCM, bool kPipe = false>
 struct Cfg {
   static_assert(kBN == 128 || kBN == 192 || kBN == 256, "tile width");
   static_assert(kCM == 1 || kCM == 2, "cluster size");
-  /* Columns per batch of wgmmas (192 and 128 in one batch, 256 in two). */
-  static constexpr int piece = kBN == 192 ? 192 : 128;
+  static_assert(!kPipe || (kBN != 128 && kCM == 1), "pipelined: 192 or 256 wide, no cluster");
+  /* Columns per batch of wgmmas: 192 and 128 in one batch, 256 in two;
+   * pipelined, an even number of pieces (192: 2 x 96, 256: 4 x 64) that
+   * alternate between two partial accumulators. */
+  static constexpr int piece = kPipe ? (kBN == 192 ? 96 : 64) : (kBN == 192 ? 192 : 128);
   static constexpr int pieces = kBN / piece;
+  static_assert(!kPipe || pieces % 2 == 0, "pipelined pieces alternate between two partials");
   static constexpr int acc_regs = kBN / 2;
   static constexpr int part_regs = piece / 2;
   static constexpr int b_bytes = kBN * kBlockK;
@@ -133,6 +146,20 @@ template <bool kValue>
 struct BoolConstant {
   static constexpr bool value = kValue;
 };
+template <int kValue>
+struct IntConstant {
+  static constexpr int value = kValue;
+};
+
+/* f(IntConstant<i>()) for i = kBegin .. kEnd - 1, unrolled at compile time
+ * (register arrays chosen by i stay registers). */
+template <int kBegin, int kEnd, typename F>
+__device__ __forceinline__ void static_for(F &&f) {
+  if constexpr (kBegin < kEnd) {
+    f(IntConstant<kBegin>());
+    static_for<kBegin + 1, kEnd>(f);
+  }
+}
 
 __device__ __forceinline__ uint32_t pack2(fp8gemm_dtype dtype, float a, float b) {
   if (dtype == FP8GEMM_DTYPE_BF16) {
@@ -171,12 +198,12 @@ __device__ __forceinline__ void promote(float *acc, const float *part, float lo0
   }
 }
 
-template <bool kPreshuffled, int kBN, int kCM>
+template <bool kPreshuffled, int kBN, int kCM, bool kPipe>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_large_kernel(const __grid_constant__ CUtensorMap map_x,
                       const __grid_constant__ CUtensorMap map_w,
                       const __grid_constant__ CUtensorMap map_y, const LargeParams p) {
-  using C = Cfg<kBN, kCM>;
+  using C = Cfg<kBN, kCM, kPipe>;
   /* Only 128-wide tiles of unclustered launches split K (the host's rule). */
   constexpr bool kSplitCapable = kBN == 128 && kCM == 1;
   /* The dynamic shared memory starts 1 KiB-aligned (the 128B swizzle's
@@ -444,7 +471,124 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       };
-      if (C::pieces == 1 || col0 + kBN <= p.N)
+      /* Pipelined K loop: piece h of a group goes into partial h % 2, and
+       * each batch is issued before the one before it is promoted
+       * (wait_group 1), so a warpgroup keeps a batch queued on the tensor
+       * cores while it promotes. Groups run in straight-line bodies of
+       * kBodyGroups: inside a body the next group's first batch is issued
+       * before the previous group's last piece is promoted; each body
+       * drains at its end. (ptxas serializes every wgmma when a batch is in
+       * flight across a loop's back edge while other instructions read
+       * partials, C7514; a straight-line body with the full-barrier spin
+       * inside it compiles clean.) Every piece is computed, also past N:
+       * those columns are never stored, and a preshuffled stage past N
+       * holds stale bytes that reach only them. */
+      auto k_loop_pipelined = [&](auto split_at_128) {
+        /* split_at_128 (192 only): the second weight-scale block starts at
+         * column 128 rather than 64, compiled in. */
+        constexpr int kBodyGroups = 4;
+        float part0[C::part_regs], part1[C::part_regs];
+        /* The previous group's scales and stage, while its last piece is in flight. */
+        float sw_prev[C::scale_blocks], sx0_prev = 0.0f, sx1_prev = 0.0f;
+        uint32_t empty_prev = 0;
+        auto issue = [&](float(&part)[C::part_regs], uint64_t a, uint64_t b) {
+          wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < kBlockK / 32; kk++) Wgmma<C::piece>::run(part, a + 2 * kk, b + 2 * kk, kk);
+          wgmma_commit();
+        };
+        /* acc += piece h (columns h * piece ...) times its scales. */
+        auto promote_piece = [&](const float *part, auto piece, const float *sw, float sx0, float sx1) {
+          constexpr int h = decltype(piece)::value;
+          constexpr int kCount = C::piece / 8;
+          if constexpr (kBN == 256) {
+            /* 64-wide pieces; pieces 0-1 in the first weight-scale block. */
+            const float s0 = sx0 * sw[h / 2], s1 = sx1 * sw[h / 2];
+            promote<kCount, kCount>(acc + h * C::part_regs, part, s0, s1, s0, s1);
+          } else {
+            /* 96-wide pieces; the second weight-scale block starts at
+             * column 128 (piece 1, its group 4) or 64 (piece 0, group 8). */
+            const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
+            if constexpr (decltype(split_at_128)::value)
+              promote<kCount, h == 0 ? kCount : 4>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
+            else
+              promote<kCount, h == 0 ? 8 : 0>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
+          }
+        };
+        /* Group g; kFirst: no piece of a previous group in flight; kLast:
+         * drain (wait for every batch and promote the last piece). */
+        auto group = [&](int g, auto first, auto last) {
+          constexpr bool kFirst = decltype(first)::value, kLast = decltype(last)::value;
+          float sw[C::scale_blocks];
+#pragma unroll
+          for (int j = 0; j < C::scale_blocks; j++) sw[j] = sw_next[j];
+          const float sx0 = sx0_next, sx1 = sx1_next;
+          mbar_wait(bar_full, phase);
+          const uint64_t da_now = da, db_now = db;
+          const uint32_t empty_now = bar_full + 8 * C::stages;
+          const bool wrap = ++stage == C::stages;
+          if (wrap) {
+            stage = 0;
+            phase ^= 1;
+          }
+          da += wrap ? kStageBack : kStageDesc;
+          db += wrap ? kStageBack : kStageDesc;
+          bar_full += wrap ? -8 * (C::stages - 1) : 8;
+
+          issue(part0, da_now, db_now);
+          if (g + 1 < g_end) load_scales();
+          if constexpr (!kFirst) {
+            /* The previous group's last piece (pieces is even: partial 1). */
+            wgmma_wait_one();
+            fence_registers(part1);
+            release(empty_prev);
+            promote_piece(part1, IntConstant<C::pieces - 1>(), sw_prev, sx0_prev, sx1_prev);
+          }
+          static_for<1, C::pieces>([&](auto piece) {
+            constexpr int h = decltype(piece)::value;
+            const uint64_t b = db_now + h * (C::piece * 128 / 16);
+            if constexpr (h % 2 == 1) {
+              issue(part1, da_now, b);
+              wgmma_wait_one();
+              fence_registers(part0);
+              promote_piece(part0, IntConstant<h - 1>(), sw, sx0, sx1);
+            } else {
+              issue(part0, da_now, b);
+              wgmma_wait_one();
+              fence_registers(part1);
+              promote_piece(part1, IntConstant<h - 1>(), sw, sx0, sx1);
+            }
+          });
+          if constexpr (kLast) {
+            wgmma_wait_all();
+            release(empty_now);
+            fence_registers(part1);
+            promote_piece(part1, IntConstant<C::pieces - 1>(), sw, sx0, sx1);
+          } else {
+#pragma unroll
+            for (int j = 0; j < C::scale_blocks; j++) sw_prev[j] = sw[j];
+            sx0_prev = sx0;
+            sx1_prev = sx1;
+            empty_prev = empty_now;
+          }
+        };
+        int g = g_begin;
+        for (; g + kBodyGroups <= g_end; g += kBodyGroups) {
+          static_for<0, kBodyGroups>([&](auto u) {
+            constexpr int kU = decltype(u)::value;
+            group(g + kU, BoolConstant<kU == 0>(), BoolConstant<kU == kBodyGroups - 1>());
+          });
+        }
+        for (; g < g_end; g++) group(g, BoolConstant<true>(), BoolConstant<true>());
+      };
+      if constexpr (kPipe && kBN == 256) {
+        k_loop_pipelined(BoolConstant<true>());
+      } else if constexpr (kPipe) {
+        if (scale_split == 128)
+          k_loop_pipelined(BoolConstant<true>());
+        else
+          k_loop_pipelined(BoolConstant<false>());
+      } else if (C::pieces == 1 || col0 + kBN <= p.N)
         k_loop(BoolConstant<true>());
       else
         k_loop(BoolConstant<false>());
@@ -562,11 +706,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 /* One instantiation: its launch and its one-time set-up. */
-template <bool kPre, int kBN, int kCM>
+template <bool kPre, int kBN, int kCM, bool kPipe>
 struct Large {
-  using C = Cfg<kBN, kCM>;
+  using C = Cfg<kBN, kCM, kPipe>;
   static const void *fn() {
-    return reinterpret_cast<const void *>(gemm_large_kernel<kPre, kBN, kCM>);
+    return reinterpret_cast<const void *>(gemm_large_kernel<kPre, kBN, kCM, kPipe>);
   }
   static fp8gemm_status prepare() {
     return fp8gemm_cuda_check(cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -601,7 +745,7 @@ struct Large {
       attr[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
       config.numAttrs++;
     }
-    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPre, kBN, kCM>,
+    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPre, kBN, kCM, kPipe>,
                                         map_x, map_w, map_y, p),
                      "large-M GEMM kernel launch");
     return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");
@@ -622,14 +766,15 @@ struct LargeTable {
     int cluster;
     size_t smem;
   };
-  template <int kBN, int kCM>
+  template <int kBN, int kCM, bool kPipe = false>
   static constexpr Entry entry() {
-    using L = Large<kPre, kBN, kCM>;
-    return Entry{{kBN, kCM}, &L::launch, &L::prepare, &L::fn, kCM, L::C::smem_bytes};
+    using L = Large<kPre, kBN, kCM, kPipe>;
+    return Entry{{kBN, kCM, kPipe}, &L::launch, &L::prepare, &L::fn, kCM, L::C::smem_bytes};
   }
   static const Entry *entries(int *count) {
     static const Entry table[] = {
-        entry<128, 1>(), entry<192, 1>(), entry<192, 2>(), entry<256, 1>(), entry<256, 2>(),
+        entry<128, 1>(),       entry<192, 1>(), entry<192, 2>(), entry<256, 1>(), entry<256, 2>(),
+        entry<192, 1, true>(), entry<256, 1, true>(),
     };
     *count = (int)(sizeof table / sizeof table[0]);
     return table;
@@ -638,7 +783,7 @@ struct LargeTable {
     int n;
     const Entry *e = entries(&n);
     for (int i = 0; i < n; i++)
-      if (e[i].config.bn == c.bn && e[i].config.cm == c.cm)
+      if (e[i].config.bn == c.bn && e[i].config.cm == c.cm && e[i].config.pipelined == c.pipelined)
         return e + i;
     return nullptr;
   }
@@ -674,7 +819,7 @@ LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
     const long long tiles = (long long)m_blocks * ((N + bn - 1) / bn);
     return (tiles + s->sm_count - 1) / s->sm_count * bn;
   };
-  LargeConfig c = {256, 1};
+  LargeConfig c = {256, 1, 0};
   if (cost(192) < cost(c.bn)) c.bn = 192;
   if (cost(128) < cost(c.bn)) c.bn = 128;
   return c;
@@ -725,10 +870,14 @@ extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(fp8gemm_cuda_state *s) {
 }
 
 extern "C" int fp8gemm_cuda_parse_large_config(const char *text, fp8gemm_cuda_large_config *out) {
-  LargeConfig c = {0, 1};
+  LargeConfig c = {0, 1, 0};
   int used = 0;
   if (sscanf(text, "%d%n", &c.bn, &used) != 1) return 0;
   text += used;
+  if (*text == 'p') {
+    c.pipelined = 1;
+    text++;
+  }
   if (*text == '/') {
     if (sscanf(text, "/%dx1%n", &c.cm, &used) != 1) return 0;
     text += used;
@@ -783,7 +932,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   if (s->large_config.bn != 0) {
     config = s->large_config;
   } else if (narrow_tiles < s->sm_count) {
-    config = LargeConfig{128, 1};
+    config = LargeConfig{128, 1, 0};
     plan_large_splits(s->sm_count, narrow_tiles, p.k_groups, &p.splits, &p.groups_per_split);
     if (p.splits > 1 &&
         (!workspace || workspace_bytes < split_partial_bytes(narrow_tiles, p.splits))) {
@@ -833,14 +982,14 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     const LargeTable<true>::Entry *e = LargeTable<true>::find(config);
     if (!e)
       return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
-                               "large-M GEMM: no kernel built for tile %d, cluster %d",
-                               config.bn, config.cm);
+                               "large-M GEMM: no kernel built for tile %d%s, cluster %d",
+                               config.bn, config.pipelined ? "p" : "", config.cm);
     return e->launch(s, map_x, map_w, map_y, p);
   }
   const LargeTable<false>::Entry *e = LargeTable<false>::find(config);
   if (!e)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
-                             "large-M GEMM: no kernel built for tile %d, cluster %d", config.bn,
-                             config.cm);
+                             "large-M GEMM: no kernel built for tile %d%s, cluster %d", config.bn,
+                             config.pipelined ? "p" : "", config.cm);
   return e->launch(s, map_x, map_w, map_y, p);
 }

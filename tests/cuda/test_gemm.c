@@ -285,7 +285,7 @@ static void test_linear_from_x(void **state) {
 }
 
 /* Every large-M kernel configuration (tile width 128 / 192 / 256, clusters
- * sharing the weight and the activation tiles),
+ * sharing the weight and the activation tiles, the pipelined 192p / 256p),
  * forced with FP8GEMM_CUDA_LARGE_CONFIG and the large kernel for every M:
  * 1, 2, 3 and 5 M blocks (a cluster's second M block past the matrix), N
  * that no tile width divides and whose 192-wide tiles start mid scale
@@ -293,7 +293,7 @@ static void test_linear_from_x(void **state) {
  * direct-store (f32) outputs, bias. */
 static void test_large_configs(void **state) {
   (void)state;
-  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1"};
+  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1", "192p", "256p"};
   static const size_t ms[] = {129, 300, 520, 1};
   fp8gemm_context *shared_ctx = g_ctx;
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
