@@ -139,13 +139,15 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
     free(s);
     return fp8gemm_set_error(
         FP8GEMM_ERROR_INVALID_ARGUMENT,
-        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1, 192p, 256p",
+        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1, 128p, 192p, 256p",
         env);
   }
   env = getenv("FP8GEMM_CUDA_GROUP_M");
   if (env && *env) s->large_group_m = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_VARIANT");
   if (env && *env) s->large_variant = atoi(env);
+  env = getenv("FP8GEMM_CUDA_LARGE_PIPE");
+  if (env && *env) s->large_pipelined = atoi(env) != 0;
   env = getenv("FP8GEMM_CUDA_SMALL_KERNEL");
   s->small_registers = env && strcmp(env, "registers") == 0;
 

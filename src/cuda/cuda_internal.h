@@ -46,6 +46,7 @@ typedef struct fp8gemm_cuda_state {
   int large_max_clusters;       /* clusters of 2 large-M CTAs resident at once */
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
+  int large_pipelined;          /* FP8GEMM_CUDA_LARGE_PIPE=1: the built-in choices, pipelined */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
   int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
 } fp8gemm_cuda_state;

@@ -44,14 +44,16 @@
  * ahead through pointers advanced by constants (scales staged in shared
  * memory by a producer warp measured slower on short K).
  *
- * Pipelined variants (FP8GEMM_CUDA_LARGE_CONFIG=192p / 256p, not the
- * default until measured): the tile is computed in pieces of 96 / 64
- * columns that alternate between two partials of 48 / 32 registers (the
- * same registers as one 192 / 128 partial), and each piece's batch is
- * issued before the previous piece is promoted, so a warpgroup keeps the
- * tensor cores fed while it promotes; groups run in straight-line bodies
- * of four (the next group's first batch goes out before the last piece of
- * the one before is promoted), which drain at their end.
+ * Pipelined variants (FP8GEMM_CUDA_LARGE_CONFIG=128p / 192p / 256p, or
+ * FP8GEMM_CUDA_LARGE_PIPE=1 for the built-in widths and splits; not the
+ * default until measured): batches alternate between two partials that
+ * take the registers of one partial otherwise (128: one 128-wide batch per
+ * group, two partials of 64; 192: 2 x 96 in 48 each; 256: 4 x 64 in 32
+ * each), and each batch is issued before the previous one is promoted, so
+ * a warpgroup keeps the tensor cores fed while it promotes; groups run in
+ * straight-line bodies of four (the next group's first batch goes out
+ * before the last piece of the one before is promoted), which drain at
+ * their end.
  *
  * Epilogue, bf16 / f16 out, unsplit: + bias, convert, each consumer
  * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
@@ -96,13 +98,13 @@ template <int kBN, int kCM, bool kPipe = false>
 struct Cfg {
   static_assert(kBN == 128 || kBN == 192 || kBN == 256, "tile width");
   static_assert(kCM == 1 || kCM == 2, "cluster size");
-  static_assert(!kPipe || (kBN != 128 && kCM == 1), "pipelined: 192 or 256 wide, no cluster");
+  static_assert(!kPipe || kCM == 1, "pipelined: no cluster");
   /* Columns per batch of wgmmas: 192 and 128 in one batch, 256 in two;
-   * pipelined, an even number of pieces (192: 2 x 96, 256: 4 x 64) that
-   * alternate between two partial accumulators. */
-  static constexpr int piece = kPipe ? (kBN == 192 ? 96 : 64) : (kBN == 192 ? 192 : 128);
+   * pipelined, batches alternate between two partial accumulators of the
+   * registers one partial takes otherwise: 128 (one 128-wide batch per
+   * group), 192 (2 x 96), 256 (4 x 64). */
+  static constexpr int piece = kPipe ? (kBN == 128 ? 128 : kBN == 192 ? 96 : 64) : (kBN == 192 ? 192 : 128);
   static constexpr int pieces = kBN / piece;
-  static_assert(!kPipe || pieces % 2 == 0, "pipelined pieces alternate between two partials");
   static constexpr int acc_regs = kBN / 2;
   static constexpr int part_regs = piece / 2;
   static constexpr int b_bytes = kBN * kBlockK;
@@ -150,6 +152,15 @@ template <int kValue>
 struct IntConstant {
   static constexpr int value = kValue;
 };
+
+/* a for even kIndex, b for odd: the partial of a pipelined batch. */
+template <int kIndex, int N>
+__device__ __forceinline__ float (&pick(float (&a)[N], float (&b)[N]))[N] {
+  if constexpr (kIndex % 2 == 0)
+    return a;
+  else
+    return b;
+}
 
 /* f(IntConstant<i>()) for i = kBegin .. kEnd - 1, unrolled at compile time
  * (register arrays chosen by i stay registers). */
@@ -471,18 +482,18 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       };
-      /* Pipelined K loop: piece h of a group goes into partial h % 2, and
-       * each batch is issued before the one before it is promoted
-       * (wait_group 1), so a warpgroup keeps a batch queued on the tensor
-       * cores while it promotes. Groups run in straight-line bodies of
-       * kBodyGroups: inside a body the next group's first batch is issued
-       * before the previous group's last piece is promoted; each body
-       * drains at its end. (ptxas serializes every wgmma when a batch is in
-       * flight across a loop's back edge while other instructions read
-       * partials, C7514; a straight-line body with the full-barrier spin
-       * inside it compiles clean.) Every piece is computed, also past N:
-       * those columns are never stored, and a preshuffled stage past N
-       * holds stale bytes that reach only them. */
+      /* Pipelined K loop: the batches of a body (piece h of its group u)
+       * alternate between two partials, batch u * pieces + h in partial
+       * (u * pieces + h) % 2, and each batch is issued before the one
+       * before it is promoted (wait_group 1), so a warpgroup keeps a batch
+       * queued on the tensor cores while it promotes. Groups run in
+       * straight-line bodies of kBodyGroups that drain at their end.
+       * (ptxas serializes every wgmma when a batch is in flight across a
+       * loop's back edge while other instructions read partials, C7514; a
+       * straight-line body with the full-barrier spin inside compiles
+       * clean.) Every piece is computed, also past N: those columns are
+       * never stored, and a preshuffled stage past N holds stale bytes that
+       * reach only them. */
       auto k_loop_pipelined = [&](auto split_at_128) {
         /* split_at_128 (192 only): the second weight-scale block starts at
          * column 128 rather than 64, compiled in. */
@@ -501,11 +512,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         auto promote_piece = [&](const float *part, auto piece, const float *sw, float sx0, float sx1) {
           constexpr int h = decltype(piece)::value;
           constexpr int kCount = C::piece / 8;
-          if constexpr (kBN == 256) {
-            /* 64-wide pieces; pieces 0-1 in the first weight-scale block. */
-            const float s0 = sx0 * sw[h / 2], s1 = sx1 * sw[h / 2];
-            promote<kCount, kCount>(acc + h * C::part_regs, part, s0, s1, s0, s1);
-          } else {
+          if constexpr (kBN == 192) {
             /* 96-wide pieces; the second weight-scale block starts at
              * column 128 (piece 1, its group 4) or 64 (piece 0, group 8). */
             const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
@@ -513,12 +520,20 @@ __global__ void __launch_bounds__(kThreads, 1)
               promote<kCount, h == 0 ? kCount : 4>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
             else
               promote<kCount, h == 0 ? 8 : 0>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
+          } else {
+            /* 128: one piece; 256: 64-wide pieces, 0-1 in the first
+             * weight-scale block. */
+            constexpr int j = h * C::piece / 128;
+            const float s0 = sx0 * sw[j], s1 = sx1 * sw[j];
+            promote<kCount, kCount>(acc + h * C::part_regs, part, s0, s1, s0, s1);
           }
         };
-        /* Group g; kFirst: no piece of a previous group in flight; kLast:
-         * drain (wait for every batch and promote the last piece). */
-        auto group = [&](int g, auto first, auto last) {
-          constexpr bool kFirst = decltype(first)::value, kLast = decltype(last)::value;
+        /* Group g, the u-th of its body; kLast: drain (wait for every
+         * batch and promote the last piece). */
+        auto group = [&](int g, auto u, auto last) {
+          constexpr int kU = decltype(u)::value;
+          constexpr bool kLast = decltype(last)::value;
+          constexpr int kBatch0 = kU * C::pieces; /* this group's first batch in the body */
           float sw[C::scale_blocks];
 #pragma unroll
           for (int j = 0; j < C::scale_blocks; j++) sw[j] = sw_next[j];
@@ -535,35 +550,29 @@ __global__ void __launch_bounds__(kThreads, 1)
           db += wrap ? kStageBack : kStageDesc;
           bar_full += wrap ? -8 * (C::stages - 1) : 8;
 
-          issue(part0, da_now, db_now);
+          issue(pick<kBatch0>(part0, part1), da_now, db_now);
           if (g + 1 < g_end) load_scales();
-          if constexpr (!kFirst) {
-            /* The previous group's last piece (pieces is even: partial 1). */
+          if constexpr (kU > 0) {
+            /* The previous group's last piece. */
             wgmma_wait_one();
-            fence_registers(part1);
+            fence_registers(pick<kBatch0 - 1>(part0, part1));
             release(empty_prev);
-            promote_piece(part1, IntConstant<C::pieces - 1>(), sw_prev, sx0_prev, sx1_prev);
+            promote_piece(pick<kBatch0 - 1>(part0, part1), IntConstant<C::pieces - 1>(), sw_prev,
+                          sx0_prev, sx1_prev);
           }
           static_for<1, C::pieces>([&](auto piece) {
             constexpr int h = decltype(piece)::value;
-            const uint64_t b = db_now + h * (C::piece * 128 / 16);
-            if constexpr (h % 2 == 1) {
-              issue(part1, da_now, b);
-              wgmma_wait_one();
-              fence_registers(part0);
-              promote_piece(part0, IntConstant<h - 1>(), sw, sx0, sx1);
-            } else {
-              issue(part0, da_now, b);
-              wgmma_wait_one();
-              fence_registers(part1);
-              promote_piece(part1, IntConstant<h - 1>(), sw, sx0, sx1);
-            }
+            issue(pick<kBatch0 + h>(part0, part1), da_now, db_now + h * (C::piece * 128 / 16));
+            wgmma_wait_one();
+            fence_registers(pick<kBatch0 + h - 1>(part0, part1));
+            promote_piece(pick<kBatch0 + h - 1>(part0, part1), IntConstant<h - 1>(), sw, sx0, sx1);
           });
           if constexpr (kLast) {
             wgmma_wait_all();
             release(empty_now);
-            fence_registers(part1);
-            promote_piece(part1, IntConstant<C::pieces - 1>(), sw, sx0, sx1);
+            fence_registers(pick<kBatch0 + C::pieces - 1>(part0, part1));
+            promote_piece(pick<kBatch0 + C::pieces - 1>(part0, part1), IntConstant<C::pieces - 1>(),
+                          sw, sx0, sx1);
           } else {
 #pragma unroll
             for (int j = 0; j < C::scale_blocks; j++) sw_prev[j] = sw[j];
@@ -575,13 +584,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         int g = g_begin;
         for (; g + kBodyGroups <= g_end; g += kBodyGroups) {
           static_for<0, kBodyGroups>([&](auto u) {
-            constexpr int kU = decltype(u)::value;
-            group(g + kU, BoolConstant<kU == 0>(), BoolConstant<kU == kBodyGroups - 1>());
+            group(g + decltype(u)::value, u, BoolConstant<decltype(u)::value == kBodyGroups - 1>());
           });
         }
-        for (; g < g_end; g++) group(g, BoolConstant<true>(), BoolConstant<true>());
+        for (; g < g_end; g++) group(g, IntConstant<0>(), BoolConstant<true>());
       };
-      if constexpr (kPipe && kBN == 256) {
+      if constexpr (kPipe && kBN != 192) {
         k_loop_pipelined(BoolConstant<true>());
       } else if constexpr (kPipe) {
         if (scale_split == 128)
@@ -774,7 +782,7 @@ struct LargeTable {
   static const Entry *entries(int *count) {
     static const Entry table[] = {
         entry<128, 1>(),       entry<192, 1>(), entry<192, 2>(), entry<256, 1>(), entry<256, 2>(),
-        entry<192, 1, true>(), entry<256, 1, true>(),
+        entry<128, 1, true>(), entry<192, 1, true>(), entry<256, 1, true>(),
     };
     *count = (int)(sizeof table / sizeof table[0]);
     return table;
@@ -941,6 +949,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     }
   }
 
+  /* FP8GEMM_CUDA_LARGE_PIPE=1: the same widths and splits, pipelined. */
+  if (s->large_config.bn == 0 && s->large_pipelined && config.cm == 1) config.pipelined = 1;
   const int bn = config.bn;
   p.n_blocks = (p.N + bn - 1) / bn;
   p.m_units = (p.m_blocks + config.cm - 1) / config.cm;

@@ -285,7 +285,8 @@ static void test_linear_from_x(void **state) {
 }
 
 /* Every large-M kernel configuration (tile width 128 / 192 / 256, clusters
- * sharing the weight and the activation tiles, the pipelined 192p / 256p),
+ * sharing the weight and the activation tiles, the pipelined 128p / 192p /
+ * 256p),
  * forced with FP8GEMM_CUDA_LARGE_CONFIG and the large kernel for every M:
  * 1, 2, 3 and 5 M blocks (a cluster's second M block past the matrix), N
  * that no tile width divides and whose 192-wide tiles start mid scale
@@ -293,7 +294,7 @@ static void test_linear_from_x(void **state) {
  * direct-store (f32) outputs, bias. */
 static void test_large_configs(void **state) {
   (void)state;
-  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1", "192p", "256p"};
+  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1", "128p", "192p", "256p"};
   static const size_t ms[] = {129, 300, 520, 1};
   fp8gemm_context *shared_ctx = g_ctx;
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
@@ -328,15 +329,24 @@ static void test_large_split_k(void **state) {
   static const size_t ms_c[] = {1, 77, 129, 300};
   fp8gemm_context *shared_ctx = g_ctx;
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
+  char *saved_pipe = save_env("FP8GEMM_CUDA_LARGE_PIPE");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
-  g_ctx = ct_context(NULL);
-  const gemm_case a = {7168, 2048, ms_a, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 1, 2e-3};
-  const gemm_case b = {2112, 7168, ms_b, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0, 2e-3};
-  const gemm_case c = {1000, 1088, ms_c, 4, FP8GEMM_DTYPE_F32, 1, 1e-3};
-  run_both_layouts(&a);
-  run_both_layouts(&b);
-  run_both_layouts(&c);
-  fp8gemm_context_destroy(g_ctx);
+  /* The plain and the pipelined 128-wide kernel (bodies of 4 K groups and
+   * the per-group tail: 8 groups per split for N = 7168 and 2112, 1 for N = 1000). */
+  static const char *pipe[] = {"0", "1"};
+  for (size_t i = 0; i < 2; i++) {
+    setenv("FP8GEMM_CUDA_LARGE_PIPE", pipe[i], 1);
+    printf("# split-K, FP8GEMM_CUDA_LARGE_PIPE=%s\n", pipe[i]);
+    g_ctx = ct_context(NULL);
+    const gemm_case a = {7168, 2048, ms_a, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 1, 2e-3};
+    const gemm_case b = {2112, 7168, ms_b, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0, 2e-3};
+    const gemm_case c = {1000, 1088, ms_c, 4, FP8GEMM_DTYPE_F32, 1, 1e-3};
+    run_both_layouts(&a);
+    run_both_layouts(&b);
+    run_both_layouts(&c);
+    fp8gemm_context_destroy(g_ctx);
+  }
+  restore_env("FP8GEMM_CUDA_LARGE_PIPE", saved_pipe);
   restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
 }
