@@ -51,9 +51,9 @@
  * group, two partials of 64; 192: 2 x 96 in 48 each; 256: 4 x 64 in 32
  * each), and each batch is issued before the previous one is promoted, so
  * a warpgroup keeps the tensor cores fed while it promotes; groups run in
- * straight-line bodies of four (the next group's first batch goes out
- * before the last piece of the one before is promoted), which drain at
- * their end.
+ * straight-line bodies of four (two for 128) in which the next group's
+ * first batch goes out before the last piece of the one before is
+ * promoted; a body drains at its end.
  *
  * Epilogue, bf16 / f16 out, unsplit: + bias, convert, each consumer
  * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
@@ -497,7 +497,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       auto k_loop_pipelined = [&](auto split_at_128) {
         /* split_at_128 (192 only): the second weight-scale block starts at
          * column 128 rather than 64, compiled in. */
-        constexpr int kBodyGroups = 4;
+        /* 128-wide: bodies of 4 spill three values per body in the consumer. */
+        constexpr int kBodyGroups = kBN == 128 ? 2 : 4;
         float part0[C::part_regs], part1[C::part_regs];
         /* The previous group's scales and stage, while its last piece is in flight. */
         float sw_prev[C::scale_blocks], sx0_prev = 0.0f, sx1_prev = 0.0f;

@@ -331,7 +331,7 @@ static void test_large_split_k(void **state) {
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
   char *saved_pipe = save_env("FP8GEMM_CUDA_LARGE_PIPE");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
-  /* The plain and the pipelined 128-wide kernel (bodies of 4 K groups and
+  /* The plain and the pipelined 128-wide kernel (bodies of 2 K groups and
    * the per-group tail: 8 groups per split for N = 7168 and 2112, 1 for N = 1000). */
   static const char *pipe[] = {"0", "1"};
   for (size_t i = 0; i < 2; i++) {
