@@ -15,7 +15,7 @@
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 gpu_setup "${1:-}" /tmp/fp8gemm-large
-CONFIGS=${CONFIGS:-"c128=128 c192=192 c192m=192/2x1 c256=256 c256m=256/2x1 c128p=128p c192p=192p c256p=256p default="}
+CONFIGS=${CONFIGS:-"c128=128 c192=192 c192m=192/2x1 c256=256 c256m=256/2x1 c128p=128p c192p=192p c256p=256p c224=224 c224p=224p default="}
 SHAPES=${SHAPES:-"4096,7168,2048;4096,24576,1536;4096,4096,7168;4096,7168,16384;4096,2112,7168;8192,8192,8192;1024,7168,2048;4096,32768,512"}
 LAYOUTS=${LAYOUTS:-plain,sm90}
 # A short check of each configuration first (a hang or a wrong result

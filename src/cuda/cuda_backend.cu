@@ -139,7 +139,8 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
     free(s);
     return fp8gemm_set_error(
         FP8GEMM_ERROR_INVALID_ARGUMENT,
-        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 256, 256/2x1, 128p, 192p, 256p",
+        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 224, 256, 256/2x1, 128p, 192p, "
+        "224p, 256p",
         env);
   }
   env = getenv("FP8GEMM_CUDA_GROUP_M");

@@ -1,7 +1,10 @@
 /* Large-M GEMM on Hopper (sm_90a): tensor-memory-engine copies, FP8 wgmma,
  * warp-specialized, persistent, in thread-block clusters.
  *
- * A CTA computes 128 (M) x BN (N) output tiles, BN = 128, 192 or 256, one
+ * A CTA computes 128 (M) x BN (N) output tiles, BN = 128, 192 or 256 (224,
+ * forced only, for N = 7168 at M of one to three thousand: 32 tiles per
+ * 128 rows fill two waves of 132 SMs where 256-wide tiles leave the second
+ * one 70% full; not yet measured), one
  * 128-wide K group (one scale group) per pipeline stage. Three warpgroups:
  * warpgroup 0 produces (one warp; registers cut to 40 with setmaxnreg),
  * warpgroups 1 and 2 consume (232 registers), each owning 64 rows.
@@ -59,8 +62,8 @@
  * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
  * as 64 x 64 boxes (128B swizzle, conflict-free) and one thread issues
  * tensor stores (the engine clips M and N), which drain while the
- * warpgroup goes on. fp32 out, split-K and unaligned y store from
- * registers (pairs of columns, masked).
+ * warpgroup goes on. fp32 out, unaligned y and 224-wide tiles (3.5 store
+ * boxes) store from registers (pairs of columns, masked).
  *
  * The grid is persistent: as many clusters (of one or two CTAs, one CTA
  * per SM) as can be resident together walk the unit list with a stride of
@@ -96,14 +99,15 @@ constexpr int kSmemLimit = 232448; /* sm_90 opt-in shared memory per block */
 
 template <int kBN, int kCM, bool kPipe = false>
 struct Cfg {
-  static_assert(kBN == 128 || kBN == 192 || kBN == 256, "tile width");
+  static_assert(kBN == 128 || kBN == 192 || kBN == 224 || kBN == 256, "tile width");
   static_assert(kCM == 1 || kCM == 2, "cluster size");
   static_assert(!kPipe || kCM == 1, "pipelined: no cluster");
   /* Columns per batch of wgmmas: 192 and 128 in one batch, 256 in two;
    * pipelined, batches alternate between two partial accumulators of the
    * registers one partial takes otherwise: 128 (one 128-wide batch per
    * group), 192 (2 x 96), 256 (4 x 64). */
-  static constexpr int piece = kPipe ? (kBN == 128 ? 128 : kBN == 192 ? 96 : 64) : (kBN == 192 ? 192 : 128);
+  static constexpr int piece = kPipe ? (kBN == 128 ? 128 : kBN == 192 ? 96 : kBN == 224 ? 56 : 64)
+                                     : (kBN == 192 ? 192 : kBN == 224 ? 112 : 128);
   static constexpr int pieces = kBN / piece;
   static constexpr int acc_regs = kBN / 2;
   static constexpr int part_regs = piece / 2;
@@ -114,7 +118,8 @@ struct Cfg {
    * staged as 64 x 64 boxes. */
   static constexpr int epi_cols = kBN == 192 ? 192 : 128;
   static constexpr int epi_bytes = 2 * 64 * epi_cols * 2;
-  static constexpr int scale_blocks = kBN == 128 ? 1 : 2; /* weight-scale rows a tile touches */
+  /* Weight-scale rows a tile touches (224: up to three, from column 32, 64 or 96 of a block). */
+  static constexpr int scale_blocks = kBN == 128 ? 1 : kBN == 224 ? 3 : 2;
   static constexpr int cluster = kCM;
   static constexpr int b_slice_rows = kBN / kCM;
   static constexpr size_t smem_bytes =
@@ -207,6 +212,21 @@ __device__ __forceinline__ void promote(float *acc, const float *part, float lo0
     acc[4 * i + 2] = fmaf(part[4 * i + 2], s1, acc[4 * i + 2]);
     acc[4 * i + 3] = fmaf(part[4 * i + 3], s1, acc[4 * i + 3]);
   }
+}
+
+/* acc += piece kH (columns kH * kPiece ...) of a tile whose first column
+ * lies kPhase columns into a 128-row weight-scale block: the piece's 8-column
+ * groups take the scale of the block they fall in (a piece spans at most
+ * two blocks; sw[j] is block j counted from the tile's first). */
+template <int kPhase, int kPiece, int kH, int kScaleBlocks>
+__device__ __forceinline__ void promote_piece(float *acc, const float *part,
+                                              const float (&sw)[kScaleBlocks], float sx0, float sx1) {
+  constexpr int first = kPhase + kH * kPiece, last = first + kPiece - 1;
+  constexpr int lo = first / 128, hi = last / 128;
+  static_assert(hi <= lo + 1 && hi < kScaleBlocks, "scale blocks of a piece");
+  constexpr int split = lo == hi ? kPiece / 8 : (128 * (lo + 1) - first) / 8;
+  const float lo0 = sx0 * sw[lo], lo1 = sx1 * sw[lo], hi0 = sx0 * sw[hi], hi1 = sx1 * sw[hi];
+  promote<kPiece / 8, split>(acc + kH * kPiece / 2, part, lo0, lo1, hi0, hi1);
 }
 
 template <bool kPreshuffled, int kBN, int kCM, bool kPipe>
@@ -430,7 +450,7 @@ __global__ void __launch_bounds__(kThreads, 1)
        * per-group test) and for the last tile of an N that is not a
        * multiple of the width (a 256 tile skips its second piece past N). */
       float part[C::part_regs];
-      auto k_loop = [&](auto whole_tile) {
+      auto k_loop = [&](auto whole_tile, auto tile_phase) {
         constexpr bool kWhole = decltype(whole_tile)::value;
         const int pieces_present =
             kWhole || C::pieces == 1 ? C::pieces
@@ -467,7 +487,15 @@ __global__ void __launch_bounds__(kThreads, 1)
               if (h == 0 && g + 1 < g_end) load_scales();
               wgmma_wait_all();
               if (h == pieces_present - 1) release(empty_now);
-              if constexpr (kBN == 192) {
+              if constexpr (kBN == 224) {
+                /* Two 112-wide pieces; the tile starts 0, 32, 64 or 96
+                 * columns into a weight-scale block (compiled in). */
+                constexpr int kPhase = decltype(tile_phase)::value;
+                if (h == 0)
+                  promote_piece<kPhase, C::piece, 0>(acc, part, sw, sx0, sx1);
+                else
+                  promote_piece<kPhase, C::piece, 1>(acc, part, sw, sx0, sx1);
+              } else if constexpr (kBN == 192) {
                 /* The second weight-scale block starts at column 128 or 64. */
                 const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
                 if (scale_split == 128)
@@ -494,9 +522,10 @@ __global__ void __launch_bounds__(kThreads, 1)
        * clean.) Every piece is computed, also past N: those columns are
        * never stored, and a preshuffled stage past N holds stale bytes that
        * reach only them. */
-      auto k_loop_pipelined = [&](auto split_at_128) {
-        /* split_at_128 (192 only): the second weight-scale block starts at
-         * column 128 rather than 64, compiled in. */
+      auto k_loop_pipelined = [&](auto tile_phase) {
+        /* tile_phase: how many columns into a weight-scale block the tile
+         * starts (192: 0 or 64; 224: 0, 32, 64 or 96), compiled in. */
+        constexpr int kPhase = decltype(tile_phase)::value;
         /* 128-wide: bodies of 4 spill three values per body in the consumer. */
         constexpr int kBodyGroups = kBN == 128 ? 2 : 4;
         float part0[C::part_regs], part1[C::part_regs];
@@ -509,25 +538,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int kk = 0; kk < kBlockK / 32; kk++) Wgmma<C::piece>::run(part, a + 2 * kk, b + 2 * kk, kk);
           wgmma_commit();
         };
-        /* acc += piece h (columns h * piece ...) times its scales. */
-        auto promote_piece = [&](const float *part, auto piece, const float *sw, float sx0, float sx1) {
-          constexpr int h = decltype(piece)::value;
-          constexpr int kCount = C::piece / 8;
-          if constexpr (kBN == 192) {
-            /* 96-wide pieces; the second weight-scale block starts at
-             * column 128 (piece 1, its group 4) or 64 (piece 0, group 8). */
-            const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
-            if constexpr (decltype(split_at_128)::value)
-              promote<kCount, h == 0 ? kCount : 4>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
-            else
-              promote<kCount, h == 0 ? 8 : 0>(acc + h * C::part_regs, part, lo0, lo1, hi0, hi1);
-          } else {
-            /* 128: one piece; 256: 64-wide pieces, 0-1 in the first
-             * weight-scale block. */
-            constexpr int j = h * C::piece / 128;
-            const float s0 = sx0 * sw[j], s1 = sx1 * sw[j];
-            promote<kCount, kCount>(acc + h * C::part_regs, part, s0, s1, s0, s1);
-          }
+        auto promote_batch = [&](const float *part, auto piece, const float(&sw)[C::scale_blocks],
+                                 float sx0, float sx1) {
+          promote_piece<kPhase, C::piece, decltype(piece)::value>(acc, part, sw, sx0, sx1);
         };
         /* Group g, the u-th of its body; kLast: drain (wait for every
          * batch and promote the last piece). */
@@ -558,7 +571,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             wgmma_wait_one();
             fence_registers(pick<kBatch0 - 1>(part0, part1));
             release(empty_prev);
-            promote_piece(pick<kBatch0 - 1>(part0, part1), IntConstant<C::pieces - 1>(), sw_prev,
+            promote_batch(pick<kBatch0 - 1>(part0, part1), IntConstant<C::pieces - 1>(), sw_prev,
                           sx0_prev, sx1_prev);
           }
           static_for<1, C::pieces>([&](auto piece) {
@@ -566,13 +579,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             issue(pick<kBatch0 + h>(part0, part1), da_now, db_now + h * (C::piece * 128 / 16));
             wgmma_wait_one();
             fence_registers(pick<kBatch0 + h - 1>(part0, part1));
-            promote_piece(pick<kBatch0 + h - 1>(part0, part1), IntConstant<h - 1>(), sw, sx0, sx1);
+            promote_batch(pick<kBatch0 + h - 1>(part0, part1), IntConstant<h - 1>(), sw, sx0, sx1);
           });
           if constexpr (kLast) {
             wgmma_wait_all();
             release(empty_now);
             fence_registers(pick<kBatch0 + C::pieces - 1>(part0, part1));
-            promote_piece(pick<kBatch0 + C::pieces - 1>(part0, part1), IntConstant<C::pieces - 1>(),
+            promote_batch(pick<kBatch0 + C::pieces - 1>(part0, part1), IntConstant<C::pieces - 1>(),
                           sw, sx0, sx1);
           } else {
 #pragma unroll
@@ -590,17 +603,35 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         for (; g < g_end; g++) group(g, IntConstant<0>(), BoolConstant<true>());
       };
-      if constexpr (kPipe && kBN != 192) {
-        k_loop_pipelined(BoolConstant<true>());
-      } else if constexpr (kPipe) {
-        if (scale_split == 128)
-          k_loop_pipelined(BoolConstant<true>());
-        else
-          k_loop_pipelined(BoolConstant<false>());
-      } else if (C::pieces == 1 || col0 + kBN <= p.N)
-        k_loop(BoolConstant<true>());
-      else
-        k_loop(BoolConstant<false>());
+      /* The tile's phase in its weight-scale block, compiled in where the
+       * promotion depends on it (192 pipelined, 224). */
+      auto with_phase = [&](auto f) {
+        if constexpr (kBN == 224) {
+          const int phase_cols = col0 % 128;
+          if (phase_cols == 0)
+            f(IntConstant<0>());
+          else if (phase_cols == 32)
+            f(IntConstant<32>());
+          else if (phase_cols == 64)
+            f(IntConstant<64>());
+          else
+            f(IntConstant<96>());
+        } else if constexpr (kBN == 192 && kPipe) {
+          if (col0 % 128 == 0)
+            f(IntConstant<0>());
+          else
+            f(IntConstant<64>());
+        } else {
+          f(IntConstant<0>());
+        }
+      };
+      if constexpr (kPipe) {
+        with_phase([&](auto tile_phase) { k_loop_pipelined(tile_phase); });
+      } else if (C::pieces == 1 || col0 + kBN <= p.N) {
+        with_phase([&](auto tile_phase) { k_loop(BoolConstant<true>(), tile_phase); });
+      } else {
+        with_phase([&](auto tile_phase) { k_loop(BoolConstant<false>(), tile_phase); });
+      }
 
       /* acc[4i + e]: row row0 (e < 2) or row1, column
        * col0 + 8i + 2 (lane % 4) + (e & 1). */
@@ -645,7 +676,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[4 * i + 3] = sum.w;
         }
       }
-      if (p.tma_store) {
+      if (kBN != 224 && p.tma_store) {
         /* Each consumer warpgroup stages its 64 rows x epi_cols columns in
          * shared memory as 64 x 64 boxes with the 128B swizzle (16-byte
          * chunk c of row r at c ^ (r % 8): the warp's 32 four-byte stores
@@ -784,6 +815,7 @@ struct LargeTable {
     static const Entry table[] = {
         entry<128, 1>(),       entry<192, 1>(), entry<192, 2>(), entry<256, 1>(), entry<256, 2>(),
         entry<128, 1, true>(), entry<192, 1, true>(), entry<256, 1, true>(),
+        entry<224, 1>(),       entry<224, 1, true>(),
     };
     *count = (int)(sizeof table / sizeof table[0]);
     return table;
@@ -975,7 +1007,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
    * last CTA of a tile stores it; the engine needs a 16-byte aligned base
    * and row pitch). */
   p.tma_store = y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
-                (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1);
+                (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1) &&
+                bn != 224; /* 224 = 3.5 store boxes: direct stores */
   map_y = map_x;
   if (p.tma_store) {
     const cuuint64_t dims[2] = {(cuuint64_t)prob->N, (cuuint64_t)prob->M};

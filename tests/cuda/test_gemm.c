@@ -286,7 +286,8 @@ static void test_linear_from_x(void **state) {
 
 /* Every large-M kernel configuration (tile width 128 / 192 / 256, clusters
  * sharing the weight and the activation tiles, the pipelined 128p / 192p /
- * 256p),
+ * 256p, 224 / 224p whose tiles start 0, 32, 64 or 96 columns into a
+ * weight-scale block and span up to three of them),
  * forced with FP8GEMM_CUDA_LARGE_CONFIG and the large kernel for every M:
  * 1, 2, 3 and 5 M blocks (a cluster's second M block past the matrix), N
  * that no tile width divides and whose 192-wide tiles start mid scale
@@ -294,7 +295,8 @@ static void test_linear_from_x(void **state) {
  * direct-store (f32) outputs, bias. */
 static void test_large_configs(void **state) {
   (void)state;
-  static const char *configs[] = {"128", "192", "192/2x1", "256", "256/2x1", "128p", "192p", "256p"};
+  static const char *configs[] = {"128",  "192",  "192/2x1", "256", "256/2x1",
+                                  "128p", "192p", "256p",    "224", "224p"};
   static const size_t ms[] = {129, 300, 520, 1};
   fp8gemm_context *shared_ctx = g_ctx;
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
