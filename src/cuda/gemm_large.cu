@@ -487,24 +487,26 @@ __global__ void __launch_bounds__(kThreads, 1)
               if (h == 0 && g + 1 < g_end) load_scales();
               wgmma_wait_all();
               if (h == pieces_present - 1) release(empty_now);
-              if constexpr (kBN == 224) {
-                /* Two 112-wide pieces; the tile starts 0, 32, 64 or 96
-                 * columns into a weight-scale block (compiled in). */
-                constexpr int kPhase = decltype(tile_phase)::value;
-                if (h == 0)
-                  promote_piece<kPhase, C::piece, 0>(acc, part, sw, sx0, sx1);
-                else
-                  promote_piece<kPhase, C::piece, 1>(acc, part, sw, sx0, sx1);
-              } else if constexpr (kBN == 192) {
-                /* The second weight-scale block starts at column 128 or 64. */
+              if constexpr (kBN == 192) {
+                /* The second weight-scale block starts at column 128 or 64.
+                 * (Written out rather than through promote_piece: the
+                 * helper computes the four scale products in each branch,
+                 * two FMULs more per group in this default kernel.) */
                 const float lo0 = sx0 * sw[0], lo1 = sx1 * sw[0], hi0 = sx0 * sw[1], hi1 = sx1 * sw[1];
                 if (scale_split == 128)
                   promote<24, 16>(acc, part, lo0, lo1, hi0, hi1);
                 else
                   promote<24, 8>(acc, part, lo0, lo1, hi0, hi1);
               } else {
-                const float s0 = sx0 * sw[h], s1 = sx1 * sw[h];
-                promote<16, 16>(acc + 64 * h, part, s0, s1, s0, s1);
+                /* Piece h of two at most; 224 tiles start 0, 32, 64 or 96
+                 * columns into a weight-scale block (tile_phase, compiled
+                 * in), 128 and 256 tiles at 0. */
+                static_assert(kPipe || C::pieces <= 2, "unpipelined tiles have one or two pieces");
+                constexpr int kPhase = decltype(tile_phase)::value;
+                if (h == 0)
+                  promote_piece<kPhase, C::piece, 0>(acc, part, sw, sx0, sx1);
+                else if constexpr (C::pieces == 2)
+                  promote_piece<kPhase, C::piece, 1>(acc, part, sw, sx0, sx1);
               }
             }
           }
