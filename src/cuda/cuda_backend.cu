@@ -137,16 +137,18 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   env = getenv("FP8GEMM_CUDA_LARGE_CONFIG");
   if (env && *env && !fp8gemm_cuda_parse_large_config(env, &s->large_config)) {
     free(s);
-    return fp8gemm_set_error(
-        FP8GEMM_ERROR_INVALID_ARGUMENT,
-        "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of 128, 192, 192/2x1, 224, 256, 256/2x1, 128p, 192p, "
-        "224p, 256p",
-        env);
+    char names[160];
+    fp8gemm_cuda_large_config_names(names, sizeof names);
+    return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
+                             "FP8GEMM_CUDA_LARGE_CONFIG=%s: expected one of %s", env, names);
   }
   env = getenv("FP8GEMM_CUDA_GROUP_M");
   if (env && *env) s->large_group_m = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_VARIANT");
   if (env && *env) s->large_variant = atoi(env);
+  s->split_min_k_groups = 32;
+  env = getenv("FP8GEMM_CUDA_SPLIT_MIN_GROUPS");
+  if (env && *env) s->split_min_k_groups = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_PIPE");
   if (env && *env) s->large_pipelined = atoi(env) != 0;
   env = getenv("FP8GEMM_CUDA_SMALL_KERNEL");

@@ -46,6 +46,7 @@ typedef struct fp8gemm_cuda_state {
   int large_max_clusters;       /* clusters of 2 large-M CTAs resident at once */
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
+  int split_min_k_groups;       /* large-M K split only from this many K groups (FP8GEMM_CUDA_SPLIT_MIN_GROUPS) */
   int large_pipelined;          /* FP8GEMM_CUDA_LARGE_PIPE=1: the built-in choices, pipelined */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
   int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
@@ -106,8 +107,10 @@ typedef struct fp8gemm_cuda_problem {
 int fp8gemm_cuda_large_supported(const fp8gemm_cuda_problem *p);
 /* Shared-memory limits of every instantiation, clusters per device. */
 fp8gemm_status fp8gemm_cuda_large_prepare(fp8gemm_cuda_state *s);
-/* "BN[/CMx1]" (e.g. "256", "192/2x1") -> a built config; 0 otherwise. */
+/* "BN[p][/CMx1]" (e.g. "256", "192p", "192/2x1") -> a built config; 0 otherwise. */
 int fp8gemm_cuda_parse_large_config(const char *text, fp8gemm_cuda_large_config *out);
+/* The configs that parse, comma-separated (for error messages). */
+void fp8gemm_cuda_large_config_names(char *buf, size_t size);
 /* Split-K partials when the launch has fewer tiles than SMs. */
 size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
 fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,

@@ -62,8 +62,9 @@
  * warpgroup stages 64 rows x 128 or 192 columns at a time in shared memory
  * as 64 x 64 boxes (128B swizzle, conflict-free) and one thread issues
  * tensor stores (the engine clips M and N), which drain while the
- * warpgroup goes on. fp32 out, unaligned y and 224-wide tiles (3.5 store
- * boxes) store from registers (pairs of columns, masked).
+ * warpgroup goes on (224-wide tiles: 3 boxes, and the last 32 columns
+ * from registers). fp32 out and unaligned y store from registers (pairs of
+ * columns, masked).
  *
  * The grid is persistent: as many clusters (of one or two CTAs, one CTA
  * per SM) as can be resident together walk the unit list with a stride of
@@ -678,31 +679,48 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[4 * i + 3] = sum.w;
         }
       }
-      if (kBN != 224 && p.tma_store) {
+      if (p.tma_store) {
         /* Each consumer warpgroup stages its 64 rows x epi_cols columns in
          * shared memory as 64 x 64 boxes with the 128B swizzle (16-byte
          * chunk c of row r at c ^ (r % 8): the warp's 32 four-byte stores
          * hit 32 banks) and one thread hands them to the tensor-store
          * engine. The stores run while the warpgroup goes on; the buffer is
-         * rewritten only once the engine has read it. */
+         * rewritten only once the engine has read it. A 224-wide tile's
+         * last 32 columns fill no box (a 64-wide box would overwrite the
+         * next tile): direct stores. */
         constexpr int kChunkGroups = C::epi_cols / 8;
         uint8_t *buf = epi_smem + consumer * (C::epi_bytes / 2);
         const uint32_t buf_addr = smem_addr(buf);
         const int wr = warp_in_group * 16 + lane / 4; /* row0 in the warpgroup's 64 rows */
 #pragma unroll
-        for (int h = 0; h < kBN / C::epi_cols; h++) {
+        for (int h = 0; h < (kBN + C::epi_cols - 1) / C::epi_cols; h++) { /* 224: 128 + 96 */
           if (col0 + C::epi_cols * h < p.N) {
             if (leader) bulk_wait_read0();
             named_bar(2 + consumer, 128);
 #pragma unroll
             for (int i = 0; i < kChunkGroups; i++) {
+              const int gi = kChunkGroups * h + i; /* 8-column group of the tile */
               const int col = col0 + C::epi_cols * h + 8 * i + 2 * (lane % 4);
+              if (kBN == 224 && gi >= 24) {
+                if (gi >= kGroups || col >= p.N) continue;
+                const float *a = acc + 4 * gi;
+                const bool second = col + 1 < p.N;
+                const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
+                const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
+                if (row0_ok)
+                  store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1,
+                             second, p.y_paired);
+                if (row1_ok)
+                  store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1,
+                             second, p.y_paired);
+                continue;
+              }
               float b0 = 0.0f, b1 = 0.0f;
               if (p.bias) {
                 b0 = col < p.N ? __ldg(p.bias + col) : 0.0f;
                 b1 = col + 1 < p.N ? __ldg(p.bias + col + 1) : 0.0f;
               }
-              const float *a = acc + 4 * (kChunkGroups * h + i);
+              const float *a = acc + 4 * gi;
               const uint32_t off = (i / 8) * 8192 + (((i % 8) ^ (wr % 8)) * 16) + (lane % 4) * 4;
               *reinterpret_cast<uint32_t *>(buf + wr * 128 + off) =
                   pack2(p.y_dtype, a[0] + b0, a[1] + b1);
@@ -716,7 +734,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               if (r0 < p.M) {
 #pragma unroll
                 for (int b = 0; b < C::epi_cols / 64; b++)
-                  if (c0 + 64 * b < p.N) tma_store_2d(&map_y, buf_addr + b * 8192, c0 + 64 * b, r0);
+                  if (C::epi_cols * h + 64 * (b + 1) <= kBN && c0 + 64 * b < p.N) tma_store_2d(&map_y, buf_addr + b * 8192, c0 + 64 * b, r0);
               }
               bulk_commit();
             }
@@ -838,10 +856,18 @@ size_t split_partial_bytes(long long tiles, int splits) {
 }
 
 /* Splits K over the units of a launch with fewer tiles than SMs. */
-void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits, int *per_split) {
+void plan_large_splits(const fp8gemm_cuda_state *s, long long tiles, int k_groups, int *splits,
+                       int *per_split) {
+  const int sm_count = s->sm_count;
   int want = 1;
-  /* units = tiles * splits <= SMs: each unit gets its own resident CTA. */
-  if (tiles < sm_count && tiles <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2) want = (int)(sm_count / tiles);
+  /* units = tiles * splits <= SMs: each unit gets its own resident CTA.
+   * Short K runs unsplit: 64 x 7168 x 2048 (16 K groups) took 16.9 us in
+   * 2 splits against 11.8 unsplit, where 64 x 4096 x 7168 (56) took 24.4
+   * in 4 against 30.5 and 64 x 2112 x 7168 28.7 in 7 against 30.1 (H100,
+   * session 8); FP8GEMM_CUDA_SPLIT_MIN_GROUPS moves the bound (tests). */
+  if (tiles < sm_count && tiles <= FP8GEMM_CUDA_SPLIT_COUNTERS / 2 &&
+      k_groups >= s->split_min_k_groups)
+    want = (int)(sm_count / tiles);
   if (want > k_groups) want = k_groups;
   *per_split = (k_groups + want - 1) / want;
   *splits = (k_groups + *per_split - 1) / *per_split;
@@ -850,7 +876,10 @@ void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits,
 /* The built-in choice for an unsplit launch: the tile width whose tiles
  * take the fewest columns' worth of waves over the SMs (waves x width),
  * ties to the wider tile (fewer bytes per FLOP into each SM), one CTA per
- * cluster. Measured on an H200 (bench/results/cuda-h200-2026-12-04-largem.md)
+ * cluster. A 128-wide column counts 1.3: per K group and column those
+ * tiles ran 1.3x as long as 192 and 256 ones (H100, 4096 x 7168 x 2048 and
+ * x 16384, session 8), so 2048 x 7168 x 2048 takes 192 (63.8 us) rather
+ * than 128 (71.7). Measured on an H200 (bench/results/cuda-h200-2026-12-04-largem.md)
  * this picks the fastest width, or one within run-to-run noise, on the
  * DeepSeek-V3 shapes at M = 1024 and 4096 and on 8192^3; e.g. N = 2112:
  * 192 (3 waves of 192 columns; 256-wide tiles leave a short last wave)
@@ -860,7 +889,8 @@ void plan_large_splits(int sm_count, long long tiles, int k_groups, int *splits,
 LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
   auto cost = [&](int bn) {
     const long long tiles = (long long)m_blocks * ((N + bn - 1) / bn);
-    return (tiles + s->sm_count - 1) / s->sm_count * bn;
+    const long long waves = (tiles + s->sm_count - 1) / s->sm_count;
+    return bn == 128 ? waves * bn * 13 / 10 : waves * bn;
   };
   LargeConfig c = {256, 1, 0};
   if (cost(192) < cost(c.bn)) c.bn = 192;
@@ -930,11 +960,27 @@ extern "C" int fp8gemm_cuda_parse_large_config(const char *text, fp8gemm_cuda_la
   return 1;
 }
 
+extern "C" void fp8gemm_cuda_large_config_names(char *buf, size_t size) {
+  int n;
+  const LargeTable<false>::Entry *e = LargeTable<false>::entries(&n);
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < n && used < size; i++) {
+    const LargeConfig &c = e[i].config;
+    char cluster[8] = "";
+    if (c.cm > 1) snprintf(cluster, sizeof cluster, "/%dx1", c.cm);
+    const int w = snprintf(buf + used, size - used, "%s%d%s%s", i ? ", " : "", c.bn,
+                           c.pipelined ? "p" : "", cluster);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
+}
+
 extern "C" size_t fp8gemm_cuda_large_workspace(const fp8gemm_cuda_state *s, size_t M, size_t N,
                                                size_t K) {
   const long long tiles = (long long)((M + kBlockM - 1) / kBlockM) * (long long)((N + 127) / 128);
   int splits, per_split;
-  plan_large_splits(s->sm_count, tiles, (int)((K + kBlockK - 1) / kBlockK), &splits, &per_split);
+  plan_large_splits(s, tiles, (int)((K + kBlockK - 1) / kBlockK), &splits, &per_split);
   return splits > 1 ? split_partial_bytes(tiles, splits) : 0;
 }
 
@@ -976,7 +1022,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     config = s->large_config;
   } else if (narrow_tiles < s->sm_count) {
     config = LargeConfig{128, 1, 0};
-    plan_large_splits(s->sm_count, narrow_tiles, p.k_groups, &p.splits, &p.groups_per_split);
+    plan_large_splits(s, narrow_tiles, p.k_groups, &p.splits, &p.groups_per_split);
     if (p.splits > 1 &&
         (!workspace || workspace_bytes < split_partial_bytes(narrow_tiles, p.splits))) {
       p.splits = 1; /* no room for partials: unsplit, same result */
@@ -1009,8 +1055,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
    * last CTA of a tile stores it; the engine needs a 16-byte aligned base
    * and row pitch). */
   p.tma_store = y_elem == 2 && (uintptr_t)prob->y % 16 == 0 &&
-                (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1) &&
-                bn != 224; /* 224 = 3.5 store boxes: direct stores */
+                (prob->ldy * 2) % 16 == 0 && !(s->large_variant & 1);
   map_y = map_x;
   if (p.tma_store) {
     const cuuint64_t dims[2] = {(cuuint64_t)prob->N, (cuuint64_t)prob->M};

@@ -313,6 +313,17 @@ static void test_large_configs(void **state) {
     }
     fp8gemm_context_destroy(g_ctx);
   }
+  /* An unbuilt configuration is refused at creation, naming the built ones. */
+  setenv("FP8GEMM_CUDA_LARGE_CONFIG", "160", 1);
+  fp8gemm_context_options options;
+  fp8gemm_context_options_init(&options);
+  options.backend = FP8GEMM_BACKEND_CUDA;
+  fp8gemm_context *refused = NULL;
+  assert_int_equal(fp8gemm_context_create(&options, &refused), FP8GEMM_ERROR_INVALID_ARGUMENT);
+  assert_null(refused);
+  assert_non_null(strstr(fp8gemm_last_error(), "=160: expected one of 128, 192"));
+  assert_non_null(strstr(fp8gemm_last_error(), "256/2x1"));
+  assert_non_null(strstr(fp8gemm_last_error(), "224p"));
   unsetenv("FP8GEMM_CUDA_LARGE_CONFIG");
   restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
@@ -332,7 +343,10 @@ static void test_large_split_k(void **state) {
   fp8gemm_context *shared_ctx = g_ctx;
   char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
   char *saved_pipe = save_env("FP8GEMM_CUDA_LARGE_PIPE");
+  char *saved_min = save_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
+  /* These K (2048, 1088) run unsplit by default (fewer than 32 K groups). */
+  setenv("FP8GEMM_CUDA_SPLIT_MIN_GROUPS", "1", 1);
   /* The plain and the pipelined 128-wide kernel (bodies of 2 K groups and
    * the per-group tail: 8 groups per split for N = 7168 and 2112, 1 for N = 1000). */
   static const char *pipe[] = {"0", "1"};
@@ -348,6 +362,7 @@ static void test_large_split_k(void **state) {
     run_both_layouts(&c);
     fp8gemm_context_destroy(g_ctx);
   }
+  restore_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS", saved_min);
   restore_env("FP8GEMM_CUDA_LARGE_PIPE", saved_pipe);
   restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
