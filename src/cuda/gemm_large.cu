@@ -700,6 +700,22 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       }
+      /* 8-column group gi of the tile (this thread's two rows, a pair of
+       * columns each) straight from registers to y, masked on M and N. */
+      auto store_group_direct = [&](int gi) {
+        const int col = col0 + 8 * gi + 2 * (lane % 4);
+        if (col >= p.N) return;
+        const bool second = col + 1 < p.N;
+        const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
+        const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
+        const float *a = acc + 4 * gi;
+        if (row0_ok)
+          store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1, second,
+                     p.y_paired);
+        if (row1_ok)
+          store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1, second,
+                     p.y_paired);
+      };
       if (p.tma_store) {
         /* Each consumer warpgroup stages its 64 rows x epi_cols columns in
          * shared memory as 64 x 64 boxes with the 128B swizzle (16-byte
@@ -723,17 +739,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               const int gi = kChunkGroups * h + i; /* 8-column group of the tile */
               const int col = col0 + C::epi_cols * h + 8 * i + 2 * (lane % 4);
               if (kBN == 224 && gi >= 24) {
-                if (gi >= kGroups || col >= p.N) continue;
-                const float *a = acc + 4 * gi;
-                const bool second = col + 1 < p.N;
-                const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
-                const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
-                if (row0_ok)
-                  store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1,
-                             second, p.y_paired);
-                if (row1_ok)
-                  store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1,
-                             second, p.y_paired);
+                if (gi < kGroups) store_group_direct(gi);
                 continue;
               }
               float b0 = 0.0f, b1 = 0.0f;
@@ -764,20 +770,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         continue;
       }
 #pragma unroll
-      for (int i = 0; i < kGroups; i++) {
-        const int col = col0 + 8 * i + 2 * (lane % 4);
-        if (col >= p.N) continue;
-        const bool second = col + 1 < p.N;
-        const float b0 = p.bias ? __ldg(p.bias + col) : 0.0f;
-        const float b1 = (p.bias && second) ? __ldg(p.bias + col + 1) : 0.0f;
-        const float *a = acc + 4 * i;
-        if (row0_ok)
-          store_pair(p.y_dtype, p.y, (size_t)row0 * p.ldy + col, a[0] + b0, a[1] + b1, second,
-                     p.y_paired);
-        if (row1_ok)
-          store_pair(p.y_dtype, p.y, (size_t)row1 * p.ldy + col, a[2] + b0, a[3] + b1, second,
-                     p.y_paired);
-      }
+      for (int i = 0; i < kGroups; i++) store_group_direct(i);
     }
     /* Tensor stores read shared memory until they complete. */
     if (p.tma_store && leader) bulk_wait0();
