@@ -8,7 +8,9 @@
 #   bash bench/gpu_decode.sh ARTIFACTS     (flat folder: libfp8gemm.so, fp8gemm,
 #                                           cuda_test_*, read_roof, shapes.csv,
 #                                           libjansson/libcmocka)
-#   STEPS="roof tests sanitize bench"      which steps (default all)
+#   STEPS="roof tests sanitize bench"      which steps (default all; "ncu" on request:
+#                                           Nsight Compute memory and warp-state sections of
+#                                           the decode kernel, one launch per NCU_SHAPES entry)
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 STEPS=${STEPS:-"roof tests sanitize bench"}
@@ -42,6 +44,16 @@ if has sanitize; then
       compute-sanitizer --tool $tool --error-exitcode 99 "$ART/cuda_test_graph"
   done
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log"
+fi
+if has ncu; then
+  for shape in ${NCU_SHAPES:-16,7168,16384 64,7168,16384}; do
+    step ncu.log 150 ncu --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis_Tables --section WarpStateStats --section SchedulerStats \
+      -k regex:gemm_stream -c 1 -s 1 python3 bench/cuda_variants.py --lib "$ART/libfp8gemm.so" \
+      --once "$shape" --layouts sm90 --variants "v:FP8GEMM_CUDA_CROSSOVER=1000000"
+  done
+  grep -E "gemm_stream_kernel<|^ +(Duration|SM Frequency|SM Active Cycles|Elapsed Cycles|DRAM Throughput|L2 Cache Throughput|L2 Hit Rate|Memory Throughput|One or More Eligible|Warp Cycles Per Issued)" \
+    "$OUT/ncu.log" | head -80
 fi
 if has bench; then
   step bench.log 300 python3 bench/cuda_bench.py --lib "$ART/libfp8gemm.so" --shapes "$ART/shapes.csv" \

@@ -4,8 +4,8 @@
  * Work: the weight is cut into 16 KiB tiles, (128-row block row b, 128-wide
  * K group g), numbered t = b * groups + g, and each of P <= SMs resident
  * CTAs takes one contiguous range of them (plan_ranges): whole block rows
- * when there are at least as many rows as SMs (or, at M <= 16 and up to
- * 24 MiB, enough rows to keep 40% of them busy), else one run of K groups
+ * when there are at least as many rows as SMs (or, up to 24 MiB, at M <= 16
+ * or K of at most 8 groups, enough rows to keep 40% of them busy), else one run of K groups
  * of one block row per CTA (floor(SMs / rows) runs per row). In the
  * preshuffled layout a range is one contiguous run of memory.
  *
@@ -51,7 +51,8 @@
  *
  * Rows cut between CTAs (row splits), deterministic: each piece's CTA
  * writes its fp32 partial (register order, float4 per thread) to its own
- * workspace slot and counts itself in the row's counter. Up to M = 16 the
+ * workspace slot and counts itself in the row's counter. Up to M = 16 (and
+ * while a row's pieces x M <= 256) the
  * last to arrive adds the row's pieces in CTA order and stores y, and
  * resets the counter for the next launch: wait-free. Above, the launch is
  * cooperative and every piece waits for the others and then adds up its
@@ -81,11 +82,19 @@ constexpr int kMaxStages = 10;
 constexpr int kRows = 1, kRowSplits = 2;
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
-/* Spread hand-off from this M (plan_ranges). H200, decode kernel forced:
- * 4096 x 7168 M = 64 14.8 us against 16.1 with the last piece adding up,
- * M = 128 22.4 / 25.1, 2112 x 7168 M = 64 11.4 / 13.9; at M <= 16 the wait
- * costs 0.1-0.6 us more than it saves. */
+/* Spread hand-off (plan_ranges) from M = 17 when a row's pieces x M
+ * exceed this: the last piece alone reads every other piece's slot, which
+ * costs more than the meeting as the row's pieces or M grow. Measured on
+ * the H100 with programmatic dependent launch, back-to-back calls in a graph
+ * (session 9, bench/results/cuda-h100-2026-12-06-s9.md), decode kernel
+ * forced, spread / last piece: 4 pieces (4096 x 7168) M = 32 15.1 / 13.3
+ * us, M = 64 17.1 / 16.1, M = 128 22.8 / 24.7; 2 pieces (7168 x 16384) M =
+ * 64 50.6 / 47.5, (7168 x 2048) M = 64 14.5 / 11.0, M = 128 19.1 / 17.1; 7
+ * (2112 x 7168) M = 32 11.6 / 10.4, M = 64 14.3 / 14.8; 16 (1024 x 8192) M
+ * = 64 9.9 / 13.5. (The H200 of session 5, before that launch overlap, had
+ * favoured spreading at every M >= 17.) */
 constexpr size_t kSpreadMinM = 17;
+constexpr long long kSpreadMinPiecesRows = 257;
 
 /* One ring stage: the weight tile and, unless fused, the activation codes
  * (8*MT rows of 128, swizzled), both 1 KiB aligned (the 128B swizzle
@@ -768,10 +777,13 @@ StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K
      * H200 they lose on large weights: 7168 x 16384 M = 1 40.5 us against
      * 32.0 with two runs a row, bench/results/cuda-h200-2026-12-04-decode.md.) */
     long long want = s->sm_count / rows;
-    /* Except small weights (<= 24 MiB) with rows for >= 40% of the SMs at
-     * M <= 16: there whole rows still win on the H200 (7168 x 2048 M = 1
-     * 8.0 us against 8.2, 8192 x 1024 5.7 / 6.6, M = 16 6.4 / 7.1). */
-    if (rows * 5 >= (long long)s->sm_count * 2 && M <= 16 &&
+    /* Except small weights (<= 24 MiB) with rows for >= 40% of the SMs, at
+     * M <= 16, or at any M when K has at most 8 groups (runs of 4 or fewer):
+     * there whole rows win (H200, session 5: 7168 x 2048 M = 1 8.0 us against
+     * 8.2, 8192 x 1024 5.7 / 6.6, M = 16 6.4 / 7.1; H100, session 9, M = 64:
+     * 8192 x 1024 7.9 against 8.6, 7168 x 256 4.4 / 7.2, but 7168 x 2048
+     * 11.6 / 11.0). */
+    if (rows * 5 >= (long long)s->sm_count * 2 && (M <= 16 || groups <= 8) &&
         (double)rows * 128.0 * (double)K <= 24.0 * 1024 * 1024)
       want = 1;
     const char *splits = getenv("FP8GEMM_CUDA_STREAM_SPLITS"); /* benchmarks: at most this many */
@@ -799,7 +811,7 @@ StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K
   const char *fixup = getenv("FP8GEMM_CUDA_STREAM_FIXUP");
   if (fixup && strcmp(fixup, "last") == 0) plan.spread = 0;
   else if (fixup && strcmp(fixup, "spread") == 0) plan.spread = 1;
-  else plan.spread = M >= kSpreadMinM;
+  else plan.spread = M >= kSpreadMinM && plan.row_splits * (long long)M >= kSpreadMinPiecesRows;
   if (plan.row_splits < 2) plan.spread = 0;
   return plan;
 }
