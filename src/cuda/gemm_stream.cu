@@ -51,10 +51,10 @@
  *
  * Rows cut between CTAs (row splits), deterministic: each piece's CTA
  * writes its fp32 partial (register order, float4 per thread) to its own
- * workspace slot and counts itself in the row's counter. Up to M = 16 (and
- * while a row's pieces x M <= 256) the
- * last to arrive adds the row's pieces in CTA order and stores y, and
- * resets the counter for the next launch: wait-free. Above, the launch is
+ * workspace slot and counts itself in the row's counter. Up to M = 16, and
+ * above while a row's pieces x M <= 256, the last to arrive adds the row's
+ * pieces in CTA order and stores y, and resets the counter for the next
+ * launch: wait-free. Otherwise the launch is
  * cooperative and every piece waits for the others and then adds up its
  * own share of the row (add_share_of_row), so the row's reads and stores
  * are spread over its CTAs; the sum's order, and so y, is the same either
