@@ -5,8 +5,9 @@
  * K group g), numbered t = b * groups + g, and each of P <= SMs resident
  * CTAs takes one contiguous range of them (plan_ranges): whole block rows
  * when there are at least as many rows as SMs (or, up to 24 MiB, at M <= 16
- * or K of at most 8 groups, enough rows to keep 40% of them busy), else one run of K groups
- * of one block row per CTA (floor(SMs / rows) runs per row). In the
+ * or K of at most 8 groups, enough rows to keep 40% of them busy), else one
+ * run of K groups of one block row per CTA (floor(SMs / rows) runs per
+ * row). In the
  * preshuffled layout a range is one contiguous run of memory.
  *
  * Launch: with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off),
@@ -83,7 +84,7 @@ constexpr int kRows = 1, kRowSplits = 2;
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
 /* Spread hand-off (plan_ranges) from M = 17 when a row's pieces x M
- * exceed this: the last piece alone reads every other piece's slot, which
+ * exceed kLastPieceMaxPiecesRows: the last piece alone reads every other piece's slot, which
  * costs more than the meeting as the row's pieces or M grow. Measured on
  * the H100 with programmatic dependent launch, back-to-back calls in a graph
  * (session 9, bench/results/cuda-h100-2026-12-06-s9.md), decode kernel
@@ -94,7 +95,7 @@ constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
  * = 64 9.9 / 13.5. (The H200 of session 5, before that launch overlap, had
  * favoured spreading at every M >= 17.) */
 constexpr size_t kSpreadMinM = 17;
-constexpr long long kSpreadMinPiecesRows = 257;
+constexpr long long kLastPieceMaxPiecesRows = 256;
 
 /* One ring stage: the weight tile and, unless fused, the activation codes
  * (8*MT rows of 128, swizzled), both 1 KiB aligned (the 128B swizzle
@@ -811,7 +812,7 @@ StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K
   const char *fixup = getenv("FP8GEMM_CUDA_STREAM_FIXUP");
   if (fixup && strcmp(fixup, "last") == 0) plan.spread = 0;
   else if (fixup && strcmp(fixup, "spread") == 0) plan.spread = 1;
-  else plan.spread = M >= kSpreadMinM && plan.row_splits * (long long)M >= kSpreadMinPiecesRows;
+  else plan.spread = M >= kSpreadMinM && plan.row_splits * (long long)M > kLastPieceMaxPiecesRows;
   if (plan.row_splits < 2) plan.spread = 0;
   return plan;
 }
