@@ -11,6 +11,8 @@
 #   STEPS="roof tests sanitize bench"      which steps (default all; "ncu" on request:
 #                                           Nsight Compute memory and warp-state sections of
 #                                           the decode kernel, one launch per NCU_SHAPES entry)
+#   DECODE_ENV="FP8GEMM_CUDA_STREAM_FIXUP=cluster"   more settings for the tests and
+#                                           sanitizer runs with the decode kernel forced
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 STEPS=${STEPS:-"roof tests sanitize bench"}
@@ -21,7 +23,7 @@ if has roof; then
   cat "$OUT/roof.log"
 fi
 if has tests; then
-  STREAM="FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32"
+  STREAM="FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 ${DECODE_ENV:-}"
   step tests.log 240 env $STREAM "$ART/cuda_test_gemm"
   step tests.log 120 env FP8GEMM_TEST_QUICK=1 "$ART/cuda_test_gemm"
   step tests.log 120 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_SMALL_KERNEL=registers $STREAM "$ART/cuda_test_gemm"
@@ -33,10 +35,10 @@ if has tests; then
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do
-    step sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 \
+    step sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 ${DECODE_ENV:-} \
       compute-sanitizer --tool $tool --error-exitcode 99 "$ART/cuda_test_gemm"
   done
-  step sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 \
+  step sanitizer.log 200 env FP8GEMM_TEST_QUICK=1 FP8GEMM_CUDA_CROSSOVER=1000000 FP8GEMM_CUDA_FUSED_MAX_M=32 ${DECODE_ENV:-} \
     compute-sanitizer --tool memcheck --error-exitcode 99 "$ART/cuda_test_ops"
   # Default dispatch: decode row splits, large-M split-K (cooperative), two streams at once.
   for tool in memcheck racecheck; do

@@ -50,6 +50,7 @@ typedef struct fp8gemm_cuda_state {
   int large_pipelined;          /* FP8GEMM_CUDA_LARGE_PIPE=1: the built-in choices, pipelined */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
   int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
+  int stream_max_clusters[9];   /* [P], P = 2..8: clusters of P decode CTAs resident at once */
 } fp8gemm_cuda_state;
 
 #ifdef __cplusplus
@@ -137,7 +138,7 @@ size_t fp8gemm_cuda_stream_workspace(const fp8gemm_cuda_state *s, size_t M, size
 /* Activation groups (rows x K groups) one CTA of the fused decode kernel
  * quantizes before its first tile. */
 size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K);
-fp8gemm_status fp8gemm_cuda_stream_prepare(void);
+fp8gemm_status fp8gemm_cuda_stream_prepare(fp8gemm_cuda_state *s);
 fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                         void *workspace, size_t workspace_bytes);
 

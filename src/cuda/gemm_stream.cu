@@ -58,8 +58,12 @@
  * launch: wait-free. Otherwise the launch is
  * cooperative and every piece waits for the others and then adds up its
  * own share of the row (add_share_of_row), so the row's reads and stores
- * are spread over its CTAs; the sum's order, and so y, is the same either
- * way and whichever CTA finishes last. */
+ * are spread over its CTAs. Where a row has two long pieces, they are one
+ * thread-block cluster instead: each puts its partial in its own shared
+ * memory, the pair meets at a cluster barrier and each adds up half the
+ * row from both (cluster_add_row), with no workspace or L2 round trip. The
+ * sum's order, and so y, is the same in all three ways and whichever CTA
+ * finishes last. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +100,17 @@ constexpr int kScaleChunk = 32; /* tiles per scale-table refill */
  * favoured spreading at every M >= 17.) */
 constexpr size_t kSpreadMinM = 17;
 constexpr long long kLastPieceMaxPiecesRows = 256;
+/* Cluster hand-off (plan_ranges) where a row has 2 pieces of at least
+ * kClusterMinPieceGroups K groups each. H100, session 10, decode kernel
+ * forced, last piece / cluster, us: 7168 x 16384 (2 x 64 groups) M = 1 41.6
+ * / 40.7, 16 42.3 / 41.4, 32 43.4 / 42.5, 64 47.8 / 46.8; 8192 x 32768 (2
+ * x 128) M = 1 89.1 / 88.9, 64 97.8 / 96.2. Slower with short pieces (7168
+ * x 2048, 2 x 8 groups: M = 32 8.6 / 9.7, M = 64 10.8 / 11.2) and with 3
+ * pieces (4608 x 7168, 3 x 19: M = 1 13.4 / 14.0, M = 64 17.8 / 18.3). The
+ * clusters of 4 that 4096 x 7168 would need do not fit (30 of 32 rows).
+ * bench/results/cuda-h100-2026-12-06-s10.md. */
+constexpr int kClusterPieces = 2;
+constexpr int kClusterMinPieceGroups = 32;
 
 /* One ring stage: the weight tile and, unless fused, the activation codes
  * (8*MT rows of 128, swizzled), both 1 KiB aligned (the 128B swizzle
@@ -151,6 +166,7 @@ struct StreamParams {
   int block_rows;
   int row_splits, split_groups; /* kRowSplits: ranges of split_groups groups of one row */
   int spread_fixup;       /* row pieces meet and each adds up a share (cooperative launch) */
+  int cluster_fixup;      /* a row's pieces are one cluster and add up through shared memory */
   int evict_first;        /* weight copies with the L2 evict_first policy (FP8GEMM_CUDA_STREAM_EVICT=0: off) */
   int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
   unsigned long long *trace; /* FP8GEMM_CUDA_STREAM_TRACE=1: per-CTA timestamps (probe) */
@@ -400,6 +416,105 @@ __device__ __forceinline__ void add_share_of_row(const StreamParams &p, int b, i
     *arrived = 0u;
     *left = 0u;
   }
+}
+
+/* Partials of the cluster hand-off: [m][128 weight rows] fp32, rows padded
+ * to 132 floats (a warp's stores of one accumulator register hit 32
+ * different banks), in the ring (idle by then). */
+constexpr int kClusterRowFloats = 132;
+
+__device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+
+/* Stores y(m, n .. n + 7) = v + bias: one 16-byte store where the dtype is
+ * 16-bit and the run is whole and aligned, else element by element. */
+__device__ __forceinline__ void store_run8(const StreamParams &p, int m, int n, const float v[8]) {
+  float o[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) o[i] = v[i] + (p.bias && n + i < p.N ? __ldg(p.bias + n + i) : 0.0f);
+  const size_t at = (size_t)m * p.ldy + n;
+  if (p.y_dtype == FP8GEMM_DTYPE_F32 && n + 8 <= p.N &&
+      ((uintptr_t)(static_cast<float *>(p.y) + at) & 15) == 0) {
+    float4 *dst = reinterpret_cast<float4 *>(static_cast<float *>(p.y) + at);
+    dst[0] = make_float4(o[0], o[1], o[2], o[3]);
+    dst[1] = make_float4(o[4], o[5], o[6], o[7]);
+    return;
+  }
+  if (p.y_dtype != FP8GEMM_DTYPE_F32 && n + 8 <= p.N &&
+      ((uintptr_t)(static_cast<uint16_t *>(p.y) + at) & 15) == 0) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      if (p.y_dtype == FP8GEMM_DTYPE_BF16) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * i], o[2 * i + 1]);
+        w[i] = *reinterpret_cast<const uint32_t *>(&h);
+      } else {
+        const __half2 h = __floats2half2_rn(o[2 * i], o[2 * i + 1]);
+        w[i] = *reinterpret_cast<const uint32_t *>(&h);
+      }
+    }
+    *reinterpret_cast<uint4 *>(static_cast<uint16_t *>(p.y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+    if (n + i < p.N) store_element(p.y_dtype, p.y, at + i, o[i]);
+}
+
+/* Cluster hand-off of block row b (the launch's clusters are its rows; CTA
+ * rank r of a cluster holds piece r): each CTA puts its partial in its own
+ * shared memory, the cluster meets, and each CTA adds up its share of the
+ * row's (token, 8 outputs) runs over the pieces' shared memory in rank
+ * order, the order of the other hand-offs (0 + piece 0 + piece 1 ..), so
+ * the same bits. No workspace, no global counter; a cluster's CTAs are
+ * resident together by construction, so the meeting cannot wait for a CTA
+ * that has no SM (unlike a plain launch beside another stream's). */
+template <int MT>
+__device__ __forceinline__ void cluster_add_row(const StreamParams &p, int b, int tid,
+                                                uint32_t partial, const float (&acc)[MT][4]) {
+  const int lane = tid % 32, gid = lane / 4, tig = lane % 4, r0 = (tid / 32) * 16 + gid;
+  named_bar(1, kConsumerThreads); /* both warpgroups' wgmmas are done with the ring */
+#pragma unroll
+  for (int j = 0; j < MT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int m = 8 * j + 2 * tig + (e & 1);
+      if (m < p.M) sts_f32(partial + 4 * (m * kClusterRowFloats + r0 + 8 * (e >> 1)), acc[j][e]);
+    }
+  cluster_sync_all();
+  const int pieces = p.row_splits, rank = (int)cluster_ctarank();
+  const int units = p.M * 16; /* (m, run of 8 outputs) */
+  const int u_end = (rank + 1) * units / pieces;
+  for (int u = rank * units / pieces + tid; u < u_end; u += kConsumerThreads) {
+    const int m = u / 16, c = u % 16;
+    const uint32_t at = partial + 4 * (m * kClusterRowFloats + 8 * c);
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    constexpr int kAhead = 4;
+    for (int q0 = 0; q0 < pieces; q0 += kAhead) {
+      float4 v[kAhead][2];
+#pragma unroll
+      for (int q = 0; q < kAhead; q++) {
+        const uint32_t remote = cluster_map(at, (uint32_t)min(q0 + q, pieces - 1));
+        v[q][0] = ld_cluster_f4(remote);
+        v[q][1] = ld_cluster_f4(remote + 16);
+      }
+#pragma unroll
+      for (int q = 0; q < kAhead; q++) {
+        if (q0 + q >= pieces) break;
+        sum[0] += v[q][0].x; sum[1] += v[q][0].y; sum[2] += v[q][0].z; sum[3] += v[q][0].w;
+        sum[4] += v[q][1].x; sum[5] += v[q][1].y; sum[6] += v[q][1].z; sum[7] += v[q][1].w;
+      }
+    }
+    const int n = b * 128 + 8 * c;
+    if (n < p.N) store_run8(p, m, n, sum);
+  }
+  cluster_sync_all(); /* no CTA leaves while another reads its shared memory */
 }
 
 template <int MT, bool kPreshuffled, bool kFused>
@@ -664,6 +779,10 @@ __global__ void __launch_bounds__(kThreads, 1)
        * Nobody waits for another CTA, and the sum's order does not depend
        * on who is last. */
       if (p.skip_fixup) continue; /* timing probe only */
+      if (p.cluster_fixup) {
+        pending = b; /* every CTA of a clustered launch holds one piece */
+        continue;
+      }
       /* Slot layout [cta][j][thread]: a warp's store covers 512 contiguous
        * bytes (thread-major [thread][j] made 32 partial lines per store). */
       float4 *slot = p.slots + (size_t)blockIdx.x * MT * kConsumerThreads + tid;
@@ -690,7 +809,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
-  if (pending >= 0) {
+  if (pending >= 0 && p.cluster_fixup) {
+    if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 5] = global_ns();
+    cluster_add_row<MT>(p, pending, tid, smem_s, acc);
+    if (p.trace && threadIdx.x == 128) p.trace[blockIdx.x * 8 + 7] = global_ns();
+  } else if (pending >= 0) {
     /* Release/acquire through one thread (no fence in every thread): the
      * barrier orders every thread's slot stores before tid 0's release
      * adds, and tid 0's acquire before every thread's loads below. */
@@ -757,7 +880,7 @@ stream_kernel_fn select(int mt, bool preshuffled, bool fused, int x_groups, size
  * (bench/results/cuda-h200-2026-12-04-decode.md).
  * FP8GEMM_CUDA_STREAM_ALIGN=1/2 forces rows / row splits (benchmarks). */
 struct StreamPlan {
-  int mode, ctas, row_splits, split_groups, spread;
+  int mode, ctas, row_splits, split_groups, spread, cluster;
 };
 
 StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K) {
@@ -807,12 +930,24 @@ StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K
   if (n > FP8GEMM_CUDA_SPLIT_COUNTERS / 2) n = FP8GEMM_CUDA_SPLIT_COUNTERS / 2;
   plan.mode = m;
   plan.ctas = (int)n;
-  /* Who adds up a cut row: its last piece alone, or every piece a share
-   * (FP8GEMM_CUDA_STREAM_FIXUP=last|spread forces one; benchmarks, tests). */
+  /* Who adds up a cut row: its last piece alone, every piece a share
+   * through the workspace, or every piece a share through the cluster's
+   * shared memory (FP8GEMM_CUDA_STREAM_FIXUP=last|spread|cluster forces
+   * one; benchmarks, tests). Clusters need a row's pieces to fit one
+   * cluster (<= 8) and every row's cluster resident at once. */
   const char *fixup = getenv("FP8GEMM_CUDA_STREAM_FIXUP");
+  const int cluster_fits = plan.row_splits >= 2 && plan.row_splits <= 8 &&
+                           (long long)s->stream_max_clusters[plan.row_splits] * plan.row_splits >=
+                               plan.ctas;
+  plan.cluster = 0;
   if (fixup && strcmp(fixup, "last") == 0) plan.spread = 0;
   else if (fixup && strcmp(fixup, "spread") == 0) plan.spread = 1;
+  else if (fixup && strcmp(fixup, "cluster") == 0) plan.spread = 0, plan.cluster = cluster_fits;
+  else if (cluster_fits && plan.row_splits == kClusterPieces &&
+           plan.split_groups >= kClusterMinPieceGroups)
+    plan.spread = 0, plan.cluster = 1;
   else plan.spread = M >= kSpreadMinM && plan.row_splits * (long long)M > kLastPieceMaxPiecesRows;
+  if (plan.cluster) plan.spread = 0;
   if (plan.row_splits < 2) plan.spread = 0;
   return plan;
 }
@@ -840,7 +975,11 @@ fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
   static const int order[] = {0, 1, 6, 2, 3, 5, 7, 4};
   static const char *names[] = {"consumer start", "producer start", "first data", "last tile",
                                 "end", "piece handed off", "first scales", "row summed"};
-  fprintf(stderr, "trace N=%d K=%d M=%d ctas=%d:", p.N, p.K, p.M, p.ctas);
+  fprintf(stderr, "trace N=%d K=%d M=%d ctas=%d pieces=%d hand-off=%s (clusters of 2..8 resident:",
+          p.N, p.K, p.M, p.ctas, p.row_splits,
+          p.cluster_fixup ? "cluster" : p.spread_fixup ? "spread" : "last");
+  for (int P = 2; P <= 8; P++) fprintf(stderr, " %d", s->stream_max_clusters[P]);
+  fprintf(stderr, "):");
   for (int k = 0; k < 8; k++) {
     const int i = order[k];
     double lo = 1e30, hi = 0, sum = 0;
@@ -859,7 +998,7 @@ fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
   return FP8GEMM_OK;
 }
 
-extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(void) {
+extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(fp8gemm_cuda_state *s) {
   static const int mts[] = {1, 2, 4, 8, 16};
   for (int i = 0; i < 5; i++)
     for (int pre = 0; pre < 2; pre++)
@@ -874,6 +1013,31 @@ extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(void) {
                                               fused ? kSmemBudget : (int)smem),
                          "decode GEMM: shared-memory limit");
       }
+  /* Clusters of P decode CTAs (one per SM, whichever instantiation: the
+   * registers alone allow one) the device holds at once, for the cluster
+   * hand-off; GPCs of 16-18 SMs leave some SMs out for P > 2. */
+  size_t smem = 0;
+  int stages = 0;
+  stream_kernel_fn fn = select(16, true, false, 0, &smem, &stages);
+  for (int P = 0; P <= 8; P++) s->stream_max_clusters[P] = 0;
+  for (int P = 2; P <= 8; P++) {
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = (unsigned)P;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3((unsigned)(P * s->sm_count));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = smem;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    FP8GEMM_CUDA_TRY(cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<const void *>(fn),
+                                                    &config),
+                     "decode GEMM: clusters per device");
+    s->stream_max_clusters[P] = clusters;
+  }
   return FP8GEMM_OK;
 }
 
@@ -967,6 +1131,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     p.row_splits = plan.row_splits;
     p.split_groups = plan.split_groups;
     p.spread_fixup = plan.spread;
+    p.cluster_fixup = plan.cluster;
     p.y = static_cast<uint8_t *>(prob->y) + m0 * prob->ldy * y_elem;
     CUtensorMap map_x;
     p.x = NULL;
@@ -995,10 +1160,13 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
                                "decode GEMM: no fused kernel for M=%zu N=%zu K=%zu", rows, prob->N,
                                prob->K);
     p.stages = want_stages > 0 && want_stages < stages ? want_stages : stages;
+    /* The cluster hand-off's partials go in the ring. */
+    if (p.cluster_fixup && (size_t)p.stages * kTileBytes < (size_t)8 * mt * kClusterRowFloats * 4)
+      p.cluster_fixup = 0;
     /* The spread hand-off waits for the row's other pieces: launched
      * cooperatively, all CTAs are resident at once even when a launch on a
      * concurrent stream holds SMs. */
-    cudaLaunchAttribute attr[2];
+    cudaLaunchAttribute attr[3];
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3((unsigned)p.ctas);
     config.blockDim = dim3(kThreads);
@@ -1009,6 +1177,13 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     if (p.spread_fixup) {
       attr[config.numAttrs].id = cudaLaunchAttributeCooperative;
       attr[config.numAttrs].val.cooperative = 1;
+      config.numAttrs++;
+    }
+    if (p.cluster_fixup) {
+      attr[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
+      attr[config.numAttrs].val.clusterDim.x = (unsigned)p.row_splits;
+      attr[config.numAttrs].val.clusterDim.y = 1;
+      attr[config.numAttrs].val.clusterDim.z = 1;
       config.numAttrs++;
     }
     if (s->overlap_launches) {

@@ -156,11 +156,13 @@ static void test_deepseek_shape_edges(void **state) {
 }
 
 /* How the decode kernel cuts the weight among CTAs changes with the number
- * of 128-row blocks: K-runs of rows with fewer rows than SMs (56 rows: 2
- * runs, 4 rows, the last short: 32 runs of one K group), several whole rows
- * per CTA with more rows than SMs (17000: 133 rows, the last one partial).
- * Cut rows are added up by their last piece or by every piece a share
- * (cooperative launch): each way forced in turn, then the default. */
+ * of 128-row blocks: K-runs of rows with fewer rows than SMs (4 rows, the
+ * last short: 32 runs of one K group; 47, 36 and 28 rows: 2, 3 and 4 runs),
+ * whole rows (56 rows of 4 K groups), several whole rows per CTA with more
+ * rows than SMs (17000: 133 rows, the last one partial). Cut rows are added
+ * up by their last piece, by every piece a share (cooperative launch) or
+ * through the shared memory of a cluster of the row's pieces (where the
+ * clusters fit): each way forced in turn, then the default. */
 /* A copy of environment variable `name` (NULL when unset), for restore_env. */
 static char *save_env(const char *name) {
   const char *value = getenv(name);
@@ -182,8 +184,9 @@ static void test_row_partitions(void **state) {
     const char *name, *value;
   } ways[] = {{"FP8GEMM_CUDA_STREAM_FIXUP", "last"},
               {"FP8GEMM_CUDA_STREAM_FIXUP", "spread"},
+              {"FP8GEMM_CUDA_STREAM_FIXUP", "cluster"},
               {NULL, NULL}};
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 4; i++) {
     char *saved = NULL;
     if (ways[i].name) {
       saved = save_env(ways[i].name);
@@ -199,6 +202,17 @@ static void test_row_partitions(void **state) {
     const gemm_case rows133 = {17000, 384, ms_17000, ct_quick() ? 2 : 4, FP8GEMM_DTYPE_BF16, 0,
                                2e-3};
     run_both_layouts(&rows133);
+    /* Cut rows in 2, 3 and 4 pieces on 132 SMs (47, 36 and 28 block rows,
+     * the last one partial; 14 K groups, the last 16 wide, cut unevenly),
+     * whose clusters fit the device: the cluster hand-off where forced. */
+    static const size_t ms_cut[] = {1, 9, 17, 64, 100, 128};
+    const size_t cut_n[] = {6000, 4500, 3500};
+    const fp8gemm_dtype cut_dtype[] = {FP8GEMM_DTYPE_BF16, FP8GEMM_DTYPE_F32, FP8GEMM_DTYPE_F16};
+    for (int c = 0; c < 3; c++) {
+      const gemm_case cut = {cut_n[c], 1680, ms_cut, ct_quick() ? 3 : 6, cut_dtype[c], c != 1,
+                             2e-3};
+      run_both_layouts(&cut);
+    }
     if (ways[i].name) restore_env(ways[i].name, saved);
   }
 }
@@ -217,13 +231,12 @@ static void test_output_dtypes_and_bias(void **state) {
 /* fp8gemm_linear from bf16/f16 x: fused at small M, two launches above;
  * the reference runs on the GPU quantizer's own output (its agreement with
  * the CPU quantizer is test_ops' job). */
-static void test_linear_from_x(void **state) {
-  (void)state;
+static void check_linear_from_x(size_t N, size_t K) {
   static const size_t ms_full[] = {1, 2, 5, 16, 17, 32, 33, 64, 65, 200, 600};
   static const size_t ms_quick[] = {1, 16, 33, 200};
   const size_t *ms = ct_quick() ? ms_quick : ms_full;
   const size_t m_count = ct_quick() ? 4 : sizeof ms_full / sizeof ms_full[0];
-  const size_t N = 2112, K = ct_quick() ? 1024 : 7168, groups = (K + 127) / 128;
+  const size_t groups = (K + 127) / 128;
   uint8_t *w = tu_malloc(N * K);
   float *sw = tu_malloc(((N + 127) / 128) * groups * sizeof(float));
   ct_random_codes(&g_rng, w, N * K);
@@ -282,6 +295,20 @@ static void test_linear_from_x(void **state) {
   }
   free(sw);
   free(w);
+}
+
+static void test_linear_from_x(void **state) {
+  (void)state;
+  check_linear_from_x(2112, ct_quick() ? 1024 : 7168);
+  /* Rows cut in two (47 block rows), each hand-off. */
+  static const char *fixups[] = {"last", "cluster"};
+  for (int i = 0; i < 2; i++) {
+    char *saved = save_env("FP8GEMM_CUDA_STREAM_FIXUP");
+    setenv("FP8GEMM_CUDA_STREAM_FIXUP", fixups[i], 1);
+    printf("# linear, decode hand-off %s\n", fixups[i]);
+    check_linear_from_x(6000, 1680);
+    restore_env("FP8GEMM_CUDA_STREAM_FIXUP", saved);
+  }
 }
 
 /* Every large-M kernel configuration (tile width 128 / 192 / 256, clusters
