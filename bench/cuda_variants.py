@@ -143,14 +143,17 @@ def main():
                 lib.so.fp8gemm_weight_destroy(h)
         if peer is not None:
             try:
-                pref = peer(xq[0].view(torch.float8_e4m3fn), w_src[0].view(torch.float8_e4m3fn),
-                            sx[0].t(), w_scale[0].t()).float()
+                pa, psa, psb, padded = cb.peer_operands(xq, sx, w_scale, M, groups, nb, peer,
+                                                        w_src[0])
+                if padded:
+                    row["peer_padded"] = padded
+                pref = peer(pa[0], w_src[0].view(torch.float8_e4m3fn), psa[0],
+                            psb[0])[:M].float()
                 if ref is not None:
                     row["first_vs_peer_rel"] = float((ref - pref).norm() / pref.norm())
                 row["peer_us"] = timer(
-                    lambda r: peer(xq[r].view(torch.float8_e4m3fn),
-                                   w_src[r].view(torch.float8_e4m3fn), sx[r].t(),
-                                   w_scale[r].t()), rot)
+                    lambda r: peer(pa[r], w_src[r].view(torch.float8_e4m3fn), psa[r], psb[r]),
+                    rot)
             except Exception as e:
                 row["peer_us"] = None
                 row["peer_error"] = str(e).splitlines()[0][:120]
