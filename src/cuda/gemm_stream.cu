@@ -42,8 +42,10 @@
  * range reads (all rows) into codes and scales kept resident in shared
  * memory beside a shorter ring (quantize_resident: the arithmetic of the
  * standalone quantizer, so both paths give the same bits), while the first
- * weight tiles are on their way. (Quantizing each tile's x on its path, the
- * session-2/3 design, was slower than two launches everywhere.)
+ * weight tiles are on their way (where a CTA's range is short, only half
+ * of it goes out before: kFusedEarlyTiles). (Quantizing each tile's x on
+ * its path, the session-2/3 design, was slower than two launches
+ * everywhere.)
  *
  * Scales: the consumers copy sw and sx of 32 tiles at a time into a
  * double-buffered table in shared memory (cp.async, 4 bytes each), one
@@ -142,6 +144,16 @@ struct Ring {
 /* The fused kernel needs this many ring stages beside its resident
  * activation, else fp8gemm_linear takes two launches. */
 constexpr int kMinFusedStages = 4;
+/* Fused, a CTA range of at most kFusedEarlyMaxRange tiles: kFusedEarlyTiles
+ * of them are issued before the activation is quantized, the rest after
+ * (the activation's loads then wait behind less weight). H100, session
+ * 10, one launch, whole first ring / 4 early, us: 32768 x 512 (8 tiles a
+ * CTA) M = 1 8.6 / 7.3, M = 4 8.7 / 7.6, M = 8 9.0 / 7.5, M = 16 12.1 /
+ * 10.2; 2112 x 7168 (8) M = 1 9.4 / 8.5, M = 4 9.6 / 8.7; but 4096 x 7168
+ * (14) M = 1 12.6 / 13.0, 24576 x 1536 (24) M = 4 15.4 / 16.6, 7168 x
+ * 16384 (64) M = 1 42.7 / 44.7 (bench/results/cuda-h100-2026-12-06-s10.md). */
+constexpr int kFusedEarlyMaxRange = 8;
+constexpr int kFusedEarlyTiles = 4;
 
 struct StreamParams {
   const uint8_t *w;
@@ -167,6 +179,7 @@ struct StreamParams {
   int row_splits, split_groups; /* kRowSplits: ranges of split_groups groups of one row */
   int spread_fixup;       /* row pieces meet and each adds up a share (cooperative launch) */
   int cluster_fixup;      /* a row's pieces are one cluster and add up through shared memory */
+  int fused_early;        /* fused: weight tiles issued before the activation is quantized */
   int evict_first;        /* weight copies with the L2 evict_first policy (FP8GEMM_CUDA_STREAM_EVICT=0: off) */
   int skip_fixup;         /* FP8GEMM_CUDA_STREAM_NOFIX=1: wrong results, timing probe */
   unsigned long long *trace; /* FP8GEMM_CUDA_STREAM_TRACE=1: per-CTA timestamps (probe) */
@@ -577,6 +590,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int rows = min(128, p.N - b * 128);
       const int width = min(128, p.K - g * 128);
       const int i = (int)(t - t_begin);
+      /* Fused: the rest of the ring waits until the consumers have
+       * quantized the activation (barrier 2: this warp and the consumers). */
+      if (kFused && i == p.fused_early) named_bar(2, 32 + kConsumerThreads);
       mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
       uint8_t *stage_w = smem + stage * R::stage_bytes;
       const uint32_t bar = smem_addr(full_bar + stage);
@@ -616,6 +632,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         phase ^= 1;
       }
     }
+    if (kFused && t_end - t_begin <= p.fused_early) named_bar(2, 32 + kConsumerThreads);
     return;
   }
 
@@ -660,7 +677,10 @@ __global__ void __launch_bounds__(kThreads, 1)
    * whole rows: all of them). Quantized while the first tiles are on the
    * way (the ring's copies went out before this). */
   const int g_lo = p.ranges == kRowSplits ? (int)(t_begin % p.groups) : 0;
-  if (kFused) quantize_resident<MT>(p, xcodes_s, xscales_s, g_lo, tid);
+  if (kFused) {
+    quantize_resident<MT>(p, xcodes_s, xscales_s, g_lo, tid);
+    asm volatile("bar.arrive 2, %0;" ::"n"(32 + kConsumerThreads) : "memory");
+  }
 
   int stage = 0;
   uint32_t phase = 0;
@@ -1132,6 +1152,16 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     p.split_groups = plan.split_groups;
     p.spread_fixup = plan.spread;
     p.cluster_fixup = plan.cluster;
+    /* Fused: where a CTA's range is short, half its tiles go out before the
+     * activation is quantized and the rest after; else the whole first ring
+     * (FP8GEMM_CUDA_FUSED_EARLY=n forces n; benchmarks). */
+    const long long range_tiles =
+        plan.mode == kRowSplits ? plan.split_groups
+                                : (p.block_rows + plan.ctas - 1) / plan.ctas * (long long)p.groups;
+    const char *early = getenv("FP8GEMM_CUDA_FUSED_EARLY");
+    p.fused_early = early && *early ? atoi(early)
+                    : range_tiles <= kFusedEarlyMaxRange ? kFusedEarlyTiles
+                                                         : 1 << 30;
     p.y = static_cast<uint8_t *>(prob->y) + m0 * prob->ldy * y_elem;
     CUtensorMap map_x;
     p.x = NULL;

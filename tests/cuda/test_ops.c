@@ -82,6 +82,74 @@ static void test_quantize_activations_matches_cpu(void **state) {
   free(x);
 }
 
+/* Where x / s lands on or next to an e4m3 rounding midpoint, only the
+ * exact division rounds as the CPU does (a multiply by the reciprocal of s
+ * is off by up to 2.5 fp32 ulps, which flips such codes). f32 values
+ * crafted so that x / s lands on and within +-12 ulps of every midpoint,
+ * normal and subnormal, both signs, in groups of scales over 2^-20 ..
+ * 2^20: codes and scales bit for bit as the CPU's. */
+static void test_quantize_activations_near_midpoints(void **state) {
+  (void)state;
+  const size_t M = 48, K = 128 * 16, groups = K / 128;
+  float *x = tu_malloc(M * K * sizeof(float));
+  /* The midpoints of x / s: between normal e4m3 values (1 + j/8) 2^E and
+   * (1 + (j+1)/8) 2^E, E = -6..8, below 448; between subnormals k 2^-9. */
+  double mids[15 * 8 + 8];
+  int n_mids = 0;
+  for (int E = -6; E <= 8; E++)
+    for (int j = 0; j < 8; j++) {
+      const double mid = (1.0 + (2 * j + 1) / 16.0) * ldexp(1.0, E);
+      if (mid < 448.0) mids[n_mids++] = mid;
+    }
+  for (int k = 0; k < 8; k++) mids[n_mids++] = (k + 0.5) * ldexp(1.0, -9);
+  size_t crafted = 0;
+  for (size_t m = 0; m < M; m++)
+    for (size_t g = 0; g < groups; g++) {
+      float *grp = x + m * K + g * 128;
+      const int e = (int)(tu_next(&g_rng) % 41) - 20;
+      const float amax = ldexpf(1.0f + 0.5f * (tu_uniform(&g_rng) + 1.0f), e);
+      const float scale = amax / 448.0f; /* what both quantizers compute */
+      grp[0] = (m + g) % 2 ? -amax : amax;
+      for (int i = 1; i < 128; i++) {
+        const double mid = mids[tu_next(&g_rng) % (uint64_t)n_mids];
+        float v = (float)(mid * (double)scale);
+        const int steps = (int)(tu_next(&g_rng) % 25) - 12;
+        for (int t = 0; t < (steps < 0 ? -steps : steps); t++)
+          v = nextafterf(v, steps < 0 ? 0.0f : INFINITY);
+        if (fabsf(v) > amax) v = amax;
+        grp[i] = tu_next(&g_rng) % 2 ? -v : v;
+        crafted++;
+      }
+    }
+  uint8_t *q_cpu = tu_malloc(M * K), *q_gpu = tu_malloc(M * K);
+  float *s_cpu = tu_malloc(M * groups * sizeof(float)), *s_gpu = tu_malloc(M * groups * sizeof(float));
+  TU_OK(fp8gemm_quantize_activations(g_cpu, M, K, FP8GEMM_DTYPE_F32, x, K, q_cpu, K, s_cpu,
+                                     FP8GEMM_SCALE_ROW_MAJOR, groups));
+  void *d_x = ct_upload(g_gpu, x, M * K * sizeof(float));
+  uint8_t *d_q = ct_alloc(g_gpu, M * K);
+  float *d_s = ct_alloc(g_gpu, M * groups * sizeof(float));
+  TU_OK(fp8gemm_quantize_activations(g_gpu, M, K, FP8GEMM_DTYPE_F32, d_x, K, d_q, K, d_s,
+                                     FP8GEMM_SCALE_ROW_MAJOR, groups));
+  ct_download(g_gpu, q_gpu, d_q, M * K);
+  ct_download(g_gpu, s_gpu, d_s, M * groups * sizeof(float));
+  size_t bad = 0;
+  for (size_t i = 0; i < M * K; i++)
+    if (q_cpu[i] != q_gpu[i] && bad++ < 5)
+      printf("# code %zu: x %a (x / s = %.9g) gpu 0x%02x cpu 0x%02x\n", i, x[i],
+             (double)x[i] / (double)s_cpu[i / 128], q_gpu[i], q_cpu[i]);
+  assert_int_equal(bad, 0);
+  assert_memory_equal(s_cpu, s_gpu, M * groups * sizeof(float));
+  printf("# %zu values near e4m3 midpoints: codes match the CPU's exact division\n", crafted);
+  fp8gemm_memory_free(g_gpu, d_s);
+  fp8gemm_memory_free(g_gpu, d_q);
+  fp8gemm_memory_free(g_gpu, d_x);
+  free(s_gpu);
+  free(s_cpu);
+  free(q_gpu);
+  free(q_cpu);
+  free(x);
+}
+
 static void test_quantize_weight_matches_cpu(void **state) {
   (void)state;
   const size_t N = 200, K = 400, ldw = 408, blocks = 2 * 4;
@@ -244,6 +312,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_memory_round_trip),
       cmocka_unit_test(test_quantize_activations_matches_cpu),
+      cmocka_unit_test(test_quantize_activations_near_midpoints),
       cmocka_unit_test(test_quantize_weight_matches_cpu),
       cmocka_unit_test(test_reorders),
       cmocka_unit_test(test_nan_codes_refused),
