@@ -27,6 +27,25 @@ extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) 
                            cudaGetErrorName(err));
 }
 
+extern "C" fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_state *s,
+                                                           const void *fn, int threads,
+                                                           size_t smem, int cluster,
+                                                           int *clusters, const char *what) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = (unsigned)cluster;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3((unsigned)(cluster * s->sm_count));
+  config.blockDim = dim3((unsigned)threads);
+  config.dynamicSmemBytes = smem;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  *clusters = 0;
+  return fp8gemm_cuda_check(cudaOccupancyMaxActiveClusters(clusters, fn, &config), what);
+}
+
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w);
 
 extern "C" fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *map,

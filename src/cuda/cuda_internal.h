@@ -60,6 +60,12 @@ extern "C" {
 fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what);
 #define FP8GEMM_CUDA_TRY(call, what) FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_check((call), (what)))
 fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
+/* How many clusters of `cluster` CTAs of kernel `fn` (threads, dynamic
+ * shared memory smem) the device holds at once, into *clusters; `what`
+ * names the kernel in the error message. */
+fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_state *s, const void *fn,
+                                                int threads, size_t smem, int cluster,
+                                                int *clusters, const char *what);
 
 /* quantize.cu */
 fp8gemm_status fp8gemm_cuda_quantize_activations(fp8gemm_cuda_state *s, size_t M, size_t K,

@@ -939,20 +939,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_large_prepare(fp8gemm_cuda_state *s) {
   s->large_max_clusters = 0;
   for (int i = 0; i < n; i++) {
     if (plain[i].cluster != 2) continue;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 2;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(2 * s->sm_count);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = plain[i].smem;
-    config.attrs = &attr;
-    config.numAttrs = 1;
     int clusters = 0;
-    FP8GEMM_CUDA_TRY(cudaOccupancyMaxActiveClusters(&clusters, plain[i].fn(), &config),
-                     "large-M kernel: clusters per device");
+    FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_max_active_clusters(
+        s, plain[i].fn(), kThreads, plain[i].smem, 2, &clusters,
+        "large-M kernel: clusters per device"));
     if (s->large_max_clusters == 0 || clusters < s->large_max_clusters)
       s->large_max_clusters = clusters;
   }

@@ -967,7 +967,6 @@ StreamPlan plan_ranges(const fp8gemm_cuda_state *s, size_t M, size_t N, size_t K
            plan.split_groups >= kClusterMinPieceGroups)
     plan.spread = 0, plan.cluster = 1;
   else plan.spread = M >= kSpreadMinM && plan.row_splits * (long long)M > kLastPieceMaxPiecesRows;
-  if (plan.cluster) plan.spread = 0;
   if (plan.row_splits < 2) plan.spread = 0;
   return plan;
 }
@@ -1040,24 +1039,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_stream_prepare(fp8gemm_cuda_state *s) {
   int stages = 0;
   stream_kernel_fn fn = select(16, true, false, 0, &smem, &stages);
   for (int P = 0; P <= 8; P++) s->stream_max_clusters[P] = 0;
-  for (int P = 2; P <= 8; P++) {
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = (unsigned)P;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3((unsigned)(P * s->sm_count));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = smem;
-    config.attrs = &attr;
-    config.numAttrs = 1;
-    int clusters = 0;
-    FP8GEMM_CUDA_TRY(cudaOccupancyMaxActiveClusters(&clusters, reinterpret_cast<const void *>(fn),
-                                                    &config),
-                     "decode GEMM: clusters per device");
-    s->stream_max_clusters[P] = clusters;
-  }
+  for (int P = 2; P <= 8; P++)
+    FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_max_active_clusters(
+        s, reinterpret_cast<const void *>(fn), kThreads, smem, P, &s->stream_max_clusters[P],
+        "decode GEMM: clusters per device"));
   return FP8GEMM_OK;
 }
 

@@ -18,6 +18,26 @@ static void fill_x(fp8gemm_dtype dtype, void *dst, const float *src, size_t coun
   }
 }
 
+/* Quantizes M x K of x (dtype, ldx) with the CPU and the GPU backends into
+ * q_* (ldq) and s_* (scale layout sl, leading dimension sld, scale_count
+ * floats). The GPU outputs start as q_gpu / s_gpu hold them, so what the
+ * GPU leaves unwritten compares as it was. */
+static void quantize_on_both(size_t M, size_t K, fp8gemm_dtype dtype, const void *xh, size_t ldx,
+                             uint8_t *q_cpu, uint8_t *q_gpu, size_t ldq, float *s_cpu,
+                             float *s_gpu, fp8gemm_scale_layout sl, size_t sld,
+                             size_t scale_count) {
+  TU_OK(fp8gemm_quantize_activations(g_cpu, M, K, dtype, xh, ldx, q_cpu, ldq, s_cpu, sl, sld));
+  void *d_x = ct_upload(g_gpu, xh, M * ldx * fp8gemm_dtype_size(dtype));
+  uint8_t *d_q = ct_upload(g_gpu, q_gpu, M * ldq);
+  float *d_s = ct_upload(g_gpu, s_gpu, scale_count * sizeof(float));
+  TU_OK(fp8gemm_quantize_activations(g_gpu, M, K, dtype, d_x, ldx, d_q, ldq, d_s, sl, sld));
+  ct_download(g_gpu, q_gpu, d_q, M * ldq);
+  ct_download(g_gpu, s_gpu, d_s, scale_count * sizeof(float));
+  fp8gemm_memory_free(g_gpu, d_s);
+  fp8gemm_memory_free(g_gpu, d_q);
+  fp8gemm_memory_free(g_gpu, d_x);
+}
+
 static void test_quantize_activations_matches_cpu(void **state) {
   (void)state;
   const size_t M = 37, K = 400, ldx = 416, ldq = 432, groups = (K + 127) / 128;
@@ -46,13 +66,8 @@ static void test_quantize_activations_matches_cpu(void **state) {
       memset(q_gpu, 0, M * ldq);
       memset(s_cpu, 0, scale_count * sizeof(float));
       memset(s_gpu, 0, scale_count * sizeof(float));
-      TU_OK(fp8gemm_quantize_activations(g_cpu, M, K, dtype, xh, ldx, q_cpu, ldq, s_cpu, sl, sld));
-      void *d_x = ct_upload(g_gpu, xh, M * ldx * elem);
-      uint8_t *d_q = ct_upload(g_gpu, q_gpu, M * ldq);
-      float *d_s = ct_upload(g_gpu, s_gpu, scale_count * sizeof(float));
-      TU_OK(fp8gemm_quantize_activations(g_gpu, M, K, dtype, d_x, ldx, d_q, ldq, d_s, sl, sld));
-      ct_download(g_gpu, q_gpu, d_q, M * ldq);
-      ct_download(g_gpu, s_gpu, d_s, scale_count * sizeof(float));
+      quantize_on_both(M, K, dtype, xh, ldx, q_cpu, q_gpu, ldq, s_cpu, s_gpu, sl, sld,
+                       scale_count);
       for (size_t m = 0; m < M; m++)
         for (size_t k = 0; k < K; k++)
           if (q_cpu[m * ldq + k] != q_gpu[m * ldq + k])
@@ -69,9 +84,6 @@ static void test_quantize_activations_matches_cpu(void **state) {
       const size_t inf_at = layout ? 3 * sld + 4 : 4 * sld + 3;
       assert_true(isnan(s_gpu[nan_at]));
       assert_true(isnan(s_gpu[inf_at]));
-      fp8gemm_memory_free(g_gpu, d_s);
-      fp8gemm_memory_free(g_gpu, d_q);
-      fp8gemm_memory_free(g_gpu, d_x);
       free(s_gpu);
       free(s_cpu);
       free(q_gpu);
@@ -123,15 +135,10 @@ static void test_quantize_activations_near_midpoints(void **state) {
     }
   uint8_t *q_cpu = tu_malloc(M * K), *q_gpu = tu_malloc(M * K);
   float *s_cpu = tu_malloc(M * groups * sizeof(float)), *s_gpu = tu_malloc(M * groups * sizeof(float));
-  TU_OK(fp8gemm_quantize_activations(g_cpu, M, K, FP8GEMM_DTYPE_F32, x, K, q_cpu, K, s_cpu,
-                                     FP8GEMM_SCALE_ROW_MAJOR, groups));
-  void *d_x = ct_upload(g_gpu, x, M * K * sizeof(float));
-  uint8_t *d_q = ct_alloc(g_gpu, M * K);
-  float *d_s = ct_alloc(g_gpu, M * groups * sizeof(float));
-  TU_OK(fp8gemm_quantize_activations(g_gpu, M, K, FP8GEMM_DTYPE_F32, d_x, K, d_q, K, d_s,
-                                     FP8GEMM_SCALE_ROW_MAJOR, groups));
-  ct_download(g_gpu, q_gpu, d_q, M * K);
-  ct_download(g_gpu, s_gpu, d_s, M * groups * sizeof(float));
+  memset(q_gpu, 0, M * K);
+  memset(s_gpu, 0, M * groups * sizeof(float));
+  quantize_on_both(M, K, FP8GEMM_DTYPE_F32, x, K, q_cpu, q_gpu, K, s_cpu, s_gpu,
+                   FP8GEMM_SCALE_ROW_MAJOR, groups, M * groups);
   size_t bad = 0;
   for (size_t i = 0; i < M * K; i++)
     if (q_cpu[i] != q_gpu[i] && bad++ < 5)
@@ -140,9 +147,6 @@ static void test_quantize_activations_near_midpoints(void **state) {
   assert_int_equal(bad, 0);
   assert_memory_equal(s_cpu, s_gpu, M * groups * sizeof(float));
   printf("# %zu values near e4m3 midpoints: codes match the CPU's exact division\n", crafted);
-  fp8gemm_memory_free(g_gpu, d_s);
-  fp8gemm_memory_free(g_gpu, d_q);
-  fp8gemm_memory_free(g_gpu, d_x);
   free(s_gpu);
   free(s_cpu);
   free(q_gpu);
