@@ -1,6 +1,10 @@
 /* fp8gemm tune: measures plain vs preshuffled weights per (N, K) over the M
  * values of a shapes file and writes the tuned table (README "Tuned
- * table"): the layout whose times have the smaller geometric mean wins. */
+ * table"): the layout whose times have the smaller geometric mean wins.
+ * Then, with the winning layout, the small-M kernel against the large-M
+ * kernel (each forced through a table of its own) at a ladder of M values:
+ * crossover_m is the largest rung up to which the small-M kernel won at
+ * every rung. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,27 +18,109 @@
 static void usage(FILE *out) {
   fprintf(out,
           "usage: fp8gemm tune [--backend cpu|cuda] --shapes FILE|\"M,N,K;...\" -o TABLE.csv\n"
-          "                    [--device NAME|*] [--budget SECONDS]\n"
+          "                    [--device NAME|*] [--budget SECONDS] [--crossover-m LIST|none]\n"
           "  Times fp8gemm_linear with plain and preshuffled weights for each (N, K) over\n"
           "  its M values and writes one table row per shape. --device defaults to the\n"
           "  context's device (the CPU ISA or the GPU name); '*' makes the rows apply to\n"
-          "  any device of the backend.\n");
+          "  any device of the backend. With the winning layout it then times the\n"
+          "  small-M kernel against the large-M kernel at each M of --crossover-m\n"
+          "  (default cpu 1,4,16,32,64; cuda 1,16,32,64,128): crossover_m is the largest\n"
+          "  of them up to which the small-M kernel won at each (0: it lost at the first);\n"
+          "  'none' leaves crossover_m to the backend (default).\n");
+}
+
+#define MAX_RUNGS 16
+
+/* "16,32,64" (commas or spaces, ascending, positive) -> rungs; -1 if bad. */
+static int parse_rungs(const char *text, size_t *rungs) {
+  int count = 0;
+  const char *p = text;
+  while (*p) {
+    while (*p == ',' || *p == ' ') p++;
+    if (!*p) break;
+    char *end;
+    const unsigned long long v = strtoull(p, &end, 10);
+    if (end == p || v == 0 || v > ((size_t)1 << 31) || count == MAX_RUNGS ||
+        (count && v <= rungs[count - 1]))
+      return -1;
+    rungs[count++] = (size_t)v;
+    p = end;
+    if (*p && *p != ',' && *p != ' ') return -1;
+  }
+  return count ? count : -1;
+}
+
+/* A context whose table gives every (N, K) of `shapes` the same
+ * crossover_m (`crossover`: "0" forces the large-M kernel, a huge value
+ * the small-M kernel), so a weight made on it runs one kernel family. */
+static fp8gemm_status forced_context(fp8gemm_backend backend, const cli_shape *shapes, int count,
+                                     const char *crossover, fp8gemm_context **ctx) {
+  char path[] = "/tmp/fp8gemm_tune_forced_XXXXXX";
+  const int fd = mkstemp(path);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (!f) {
+    perror("fp8gemm tune: temporary table");
+    if (fd >= 0) close(fd);
+    return FP8GEMM_ERROR_IO;
+  }
+  fprintf(f, "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us\n");
+  for (int s = 0; s < count; s++) {
+    int seen = 0;
+    for (int t = 0; t < s; t++) seen |= shapes[t].N == shapes[s].N && shapes[t].K == shapes[s].K;
+    if (!seen)
+      fprintf(f, "%s,*,%zu,%zu,plain,tune,%s,,,\n", fp8gemm_backend_name(backend), shapes[s].N,
+              shapes[s].K, crossover);
+  }
+  if (fclose(f) != 0) {
+    perror("fp8gemm tune: temporary table");
+    unlink(path);
+    return FP8GEMM_ERROR_IO;
+  }
+  fp8gemm_context_options o;
+  fp8gemm_context_options_init(&o);
+  o.backend = backend;
+  o.tuned_table_path = path;
+  const fp8gemm_status st = fp8gemm_context_create(&o, ctx);
+  unlink(path);
+  return st;
+}
+
+/* Median seconds of fp8gemm_linear at M on x (host, M x K floats), with
+ * buffers in the context's memory for this call. */
+static fp8gemm_status time_at(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+                              const float *x, double budget, double *seconds) {
+  const size_t N = fp8gemm_weight_n(w), K = fp8gemm_weight_k(w);
+  void *dx = NULL, *dy = NULL, *ws = NULL;
+  size_t ws_bytes = 0;
+  fp8gemm_status st = fp8gemm_linear_workspace_size(ctx, w, M, &ws_bytes);
+  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, ws_bytes ? ws_bytes : 1, &ws);
+  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * N * sizeof(float), &dy);
+  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * K * sizeof(float), &dx);
+  if (st == FP8GEMM_OK)
+    st = fp8gemm_memory_copy(ctx, dx, x, M * K * sizeof(float), FP8GEMM_COPY_HOST_TO_BACKEND);
+  if (st == FP8GEMM_OK) st = cli_time_linear(ctx, w, M, dx, dy, ws, ws_bytes, budget, seconds);
+  if (dx) fp8gemm_memory_free(ctx, dx);
+  if (dy) fp8gemm_memory_free(ctx, dy);
+  if (ws) fp8gemm_memory_free(ctx, ws);
+  return st;
 }
 
 int fp8gemm_cmd_tune(int argc, char **argv) {
   int backend = FP8GEMM_BACKEND_CPU;
   const char *shapes_spec = NULL, *out_path = NULL, *device = NULL;
+  const char *rungs_spec = NULL;
   double budget = 0.2;
   static const struct option long_options[] = {{"backend", required_argument, 0, 'b'},
                                                {"shapes", required_argument, 0, 's'},
                                                {"output", required_argument, 0, 'o'},
                                                {"device", required_argument, 0, 'd'},
                                                {"budget", required_argument, 0, 't'},
+                                               {"crossover-m", required_argument, 0, 'c'},
                                                {"help", no_argument, 0, 'h'},
                                                {0, 0, 0, 0}};
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "b:s:o:d:t:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "b:s:o:d:t:c:h", long_options, NULL)) != -1) {
     switch (c) {
       case 'b':
         backend = cli_parse_backend(optarg);
@@ -47,12 +133,25 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       case 'o': out_path = optarg; break;
       case 'd': device = optarg; break;
       case 't': budget = atof(optarg); break;
+      case 'c': rungs_spec = optarg; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
   }
   if (!shapes_spec || !out_path || optind != argc || !(budget > 0)) {
     usage(stderr);
+    return 2;
+  }
+  const int cuda = backend == FP8GEMM_BACKEND_CUDA;
+  size_t rungs[MAX_RUNGS];
+  if (!rungs_spec) rungs_spec = cuda ? "1,16,32,64,128" : "1,4,16,32,64";
+  const int measure_crossover = strcmp(rungs_spec, "none") != 0;
+  const int rung_count = measure_crossover ? parse_rungs(rungs_spec, rungs) : 0;
+  if (rung_count < 0) {
+    fprintf(stderr,
+            "fp8gemm tune: --crossover-m '%s' is not 'none' or up to %d ascending positive M "
+            "values\n",
+            rungs_spec, MAX_RUNGS);
     return 2;
   }
   cli_shape *shapes;
@@ -77,7 +176,15 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
   unlink(empty_table);
   if (st != FP8GEMM_OK) return cli_fail("tune", "context", st);
   if ((st = fp8gemm_context_create(NULL, &host_ctx)) != FP8GEMM_OK) return cli_fail("tune", "host context", st);
-  const int cuda = backend == FP8GEMM_BACKEND_CUDA;
+  /* The kernel families, each forced for every shape. */
+  fp8gemm_context *family_ctx[2] = {NULL, NULL}; /* small-M, large-M */
+  if (measure_crossover) {
+    if ((st = forced_context((fp8gemm_backend)backend, shapes, shape_count, "2147483648",
+                             &family_ctx[0])) != FP8GEMM_OK ||
+        (st = forced_context((fp8gemm_backend)backend, shapes, shape_count, "0",
+                             &family_ctx[1])) != FP8GEMM_OK)
+      return cli_fail("tune", "context with a forced kernel", st);
+  }
   if (!device) device = fp8gemm_context_device(ctx);
 
   /* Merge rows per (N, K): a shape may appear in several sets. */
@@ -126,38 +233,47 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       const size_t M = merged.m_values[i];
       float *x = malloc(M * K * sizeof(float));
       for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
-      void *dx = x, *dy = NULL, *wsp = NULL;
-      size_t ws_bytes = 0;
       for (int v = 0; v < 2; v++) {
-        size_t b = 0;
-        if (weights[v]) fp8gemm_linear_workspace_size(ctx, weights[v], M, &b);
-        if (b > ws_bytes) ws_bytes = b;
-      }
-      st = fp8gemm_memory_alloc(ctx, ws_bytes, &wsp);
-      if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * N * sizeof(float), &dy);
-      if (st == FP8GEMM_OK && cuda) {
-        st = fp8gemm_memory_alloc(ctx, M * K * sizeof(float), &dx);
-        if (st == FP8GEMM_OK) st = fp8gemm_memory_copy(ctx, dx, x, M * K * sizeof(float), FP8GEMM_COPY_HOST_TO_BACKEND);
-      }
-      if (st != FP8GEMM_OK) return cli_fail("tune", "buffers", st);
-      for (int v = 0; v < 2; v++) {
-        if (!weights[v]) {
-          times[v][i] = INFINITY;
-          continue;
-        }
-        if ((st = cli_time_linear(ctx, weights[v], M, dx, dy, wsp, ws_bytes, budget, &times[v][i])) != FP8GEMM_OK)
+        times[v][i] = INFINITY;
+        if (weights[v] && (st = time_at(ctx, weights[v], M, x, budget, &times[v][i])) != FP8GEMM_OK)
           return cli_fail("tune", "forward", st);
       }
       log_ratio += log(times[1][i] / times[0][i]);
-      if (cuda) fp8gemm_memory_free(ctx, dx);
-      fp8gemm_memory_free(ctx, dy);
-      fp8gemm_memory_free(ctx, wsp);
       free(x);
     }
     const double geo_ratio = exp(log_ratio / (double)merged.m_count);
     const int preshuffled_wins = weights[1] && geo_ratio <= 1.0;
-    fprintf(out, "%s,%s,%zu,%zu,%s,fp8gemm_linear,default,", fp8gemm_backend_name((fp8gemm_backend)backend),
-            device, N, K, preshuffled_wins ? "preshuffled" : "plain");
+
+    /* Small-M against large-M kernel, winning layout, rung by rung. */
+    char crossover[24] = "default";
+    double family_times[2][MAX_RUNGS];
+    int rungs_timed = 0;
+    if (measure_crossover) {
+      fp8gemm_weight *family_w[2] = {NULL, NULL};
+      const fp8gemm_layout layout = layouts[preshuffled_wins];
+      for (int f = 0; f < 2; f++)
+        if ((st = cli_weight_create(family_ctx[f], &L, layout, &family_w[f])) != FP8GEMM_OK)
+          return cli_fail("tune", "weight for the kernel comparison", st);
+      size_t crossover_m = 0;
+      int small_leads = 1;
+      for (; rungs_timed < rung_count && small_leads; rungs_timed++) {
+        const size_t M = rungs[rungs_timed];
+        float *x = malloc(M * K * sizeof(float));
+        for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
+        for (int f = 0; f < 2; f++)
+          if ((st = time_at(family_ctx[f], family_w[f], M, x, budget,
+                            &family_times[f][rungs_timed])) != FP8GEMM_OK)
+            return cli_fail("tune", "forward (kernel comparison)", st);
+        free(x);
+        small_leads = family_times[0][rungs_timed] <= family_times[1][rungs_timed];
+        if (small_leads) crossover_m = M;
+      }
+      snprintf(crossover, sizeof crossover, "%zu", crossover_m);
+      fp8gemm_weight_destroy(family_w[0]);
+      fp8gemm_weight_destroy(family_w[1]);
+    }
+    fprintf(out, "%s,%s,%zu,%zu,%s,fp8gemm_linear,%s,", fp8gemm_backend_name((fp8gemm_backend)backend),
+            device, N, K, preshuffled_wins ? "preshuffled" : "plain", crossover);
     for (int part = 0; part < 3; part++) {
       for (size_t i = 0; i < merged.m_count; i++) {
         if (part == 0) fprintf(out, "%s%zu", i ? " " : "", merged.m_values[i]);
@@ -171,6 +287,12 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     for (size_t i = 0; i < merged.m_count; i++)
       printf(" %zu: %.0f/%.0f", merged.m_values[i], times[0][i] * 1e6, times[1][i] * 1e6);
     printf("\n");
+    if (measure_crossover) {
+      printf("%-12s crossover_m %s (M: small-M / large-M kernel us)", "", crossover);
+      for (int r = 0; r < rungs_timed; r++)
+        printf(" %zu: %.1f/%.1f", rungs[r], family_times[0][r] * 1e6, family_times[1][r] * 1e6);
+      printf("\n");
+    }
     fflush(stdout);
     fp8gemm_weight_destroy(weights[0]);
     fp8gemm_weight_destroy(weights[1]);
@@ -185,5 +307,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
   free(shapes);
   fp8gemm_context_destroy(host_ctx);
   fp8gemm_context_destroy(ctx);
+  if (family_ctx[0]) fp8gemm_context_destroy(family_ctx[0]);
+  if (family_ctx[1]) fp8gemm_context_destroy(family_ctx[1]);
   return 0;
 }

@@ -59,6 +59,7 @@ def tune(
     backend: BackendLike = "cpu",
     device: Optional[str] = None,
     budget_seconds: Optional[float] = None,
+    crossover_m: Union[None, str, Sequence[int]] = None,
     extra_args: Sequence[str] = (),
     timeout: Optional[float] = None,
 ) -> Path:
@@ -74,6 +75,9 @@ def tune(
             CPU ISA or GPU name); "*" makes them apply to any device.
         budget_seconds: measuring time per shape and layout (the tool's default
             when None).
+        crossover_m: the ascending M values at which the small-M and large-M
+            kernels are compared for each row's ``crossover_m`` (the tool's
+            ladder when None), or "none" to leave it to the backend.
         extra_args: more options for ``fp8gemm tune`` (see ``fp8gemm tune --help``).
 
     Returns:
@@ -94,6 +98,10 @@ def tune(
             command += ["--device", device]
         if budget_seconds is not None:
             command += ["--budget", repr(float(budget_seconds))]
+        if crossover_m is not None:
+            rungs = crossover_m if isinstance(crossover_m, str) else ",".join(
+                str(int(m)) for m in crossover_m)
+            command += ["--crossover-m", rungs]
         command += list(extra_args)
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if completed.returncode != 0:

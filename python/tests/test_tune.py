@@ -24,6 +24,8 @@ def test_tune_writes_a_table_that_decides_layouts(tmp_path) -> None:
     assert [(int(r["N"]), int(r["K"])) for r in rows] == [(256, 512), (200, 272)]
     assert rows[0]["m_values"].split() == ["1", "16"]
     assert all(r["backend"] == "cpu" and r["layout"] in ("plain", "preshuffled") for r in rows)
+    # The small-M / large-M kernel crossover, measured on the tool's ladder of M values.
+    assert all(r["crossover_m"] in ("0", "1", "4", "16", "32", "64") for r in rows)
     with fp8gemm.Context("cpu", tuned_table=table) as context:
         for row in rows:
             expected = (
@@ -39,6 +41,14 @@ def test_tune_reads_a_shapes_file(tmp_path) -> None:
     with open(table, newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert (row["device"], row["N"], row["K"]) == ("*", "128", "256")
+    table = fp8gemm.tune(shapes, tmp_path / "u.csv", budget_seconds=0.01, crossover_m=[2, 8])
+    with open(table, newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["crossover_m"] in ("0", "2", "8")
+    table = fp8gemm.tune(shapes, tmp_path / "v.csv", budget_seconds=0.01, crossover_m="none")
+    with open(table, newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["crossover_m"] == "default"
 
 
 def test_tool_failures_raise_with_its_message(tmp_path) -> None:

@@ -1,7 +1,8 @@
 /* fp8gemm quantize | shuffle | inspect, end to end through the built CLI
  * (FP8GEMM_CLI_PATH) on a small synthetic checkpoint: what gets quantized,
  * bit-exact agreement with the library, layouts recorded, the plain round
- * trip, the --tuned rule, invalid files, and failures that leave nothing. */
+ * trip, the --tuned rule, invalid files, failures that leave nothing, and
+ * the tuned table `fp8gemm tune` writes. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -524,6 +525,67 @@ static void test_inspect(void **state) {
   unlink(bad);
 }
 
+/* fp8gemm tune: a row per (N, K) whose crossover_m is a measured rung (or
+ * 0), a table the library loads; --crossover-m none leaves the backend's
+ * default; malformed ladders are refused. */
+static void test_tune_crossover(void **state) {
+  (void)state;
+  const char *table = path_in("tuned.csv");
+  assert_int_equal(run_cli("tune", "--shapes", "1,256,512;3,200,272;16,256,512", "-o", table,
+                           "--budget", "0.002", "--crossover-m", "1,8", NULL),
+                   0);
+  EXPECT_OUTPUT("crossover_m");
+  FILE *f = fopen(table, "r");
+  assert_non_null(f);
+  char line[512];
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_string_equal(line,
+                      "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,"
+                      "preshuffled_us\n");
+  const size_t expect_n[] = {256, 200};
+  int rows = 0;
+  while (fgets(line, sizeof line, f)) {
+    size_t n, k;
+    char crossover[32], m_values[64];
+    assert_int_equal(sscanf(line, "cpu,%*[^,],%zu,%zu,%*[^,],fp8gemm_linear,%31[^,],%63[^,],", &n,
+                            &k, crossover, m_values),
+                     4);
+    assert_true(rows < 2);
+    assert_int_equal(n, expect_n[rows]);
+    if (strcmp(crossover, "0") && strcmp(crossover, "1") && strcmp(crossover, "8"))
+      fail_msg("crossover_m '%s' is not 0 or a rung of 1,8: %s", crossover, line);
+    if (rows == 0) assert_string_equal(m_values, "1 16"); /* merged over the two 256x512 rows */
+    rows++;
+  }
+  fclose(f);
+  assert_int_equal(rows, 2);
+  fp8gemm_context_options o;
+  fp8gemm_context_options_init(&o);
+  o.tuned_table_path = table;
+  fp8gemm_context *ctx;
+  TU_OK(fp8gemm_context_create(&o, &ctx));
+  fp8gemm_context_destroy(ctx);
+
+  assert_int_equal(run_cli("tune", "--shapes", "1,256,512", "-o", table, "--budget", "0.002",
+                           "--crossover-m", "none", NULL),
+                   0);
+  f = fopen(table, "r");
+  assert_non_null(f);
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_non_null(fgets(line, sizeof line, f));
+  fclose(f);
+  if (!strstr(line, ",fp8gemm_linear,default,")) fail_msg("crossover_m not default: %s", line);
+
+  const char *bad[] = {"8,4", "0", "4,x", "", "1,1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(run_cli("tune", "--shapes", "1,256,512", "-o", table, "--crossover-m", bad[i],
+                             NULL),
+                     2);
+    EXPECT_OUTPUT("--crossover-m");
+  }
+  unlink(table);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quantize_default),
@@ -532,6 +594,7 @@ int main(void) {
       cmocka_unit_test(test_shuffle_round_trip),
       cmocka_unit_test(test_shuffle_tuned_rule),
       cmocka_unit_test(test_inspect),
+      cmocka_unit_test(test_tune_crossover),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
