@@ -199,8 +199,8 @@ double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M,
  * synchronization per batch of about 1 ms, so a GPU's host round trip and
  * launch gaps do not count where calls are short), for about `budget` s. */
 fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
-                               const void *x, void *y, void *ws, size_t ws_bytes, double budget,
-                               double *seconds) {
+                               fp8gemm_dtype x_dtype, const void *x, void *y, void *ws,
+                               size_t ws_bytes, double budget, double *seconds) {
   double samples[64];
   int count = 0;
   const size_t N = fp8gemm_weight_n(w), K = fp8gemm_weight_k(w);
@@ -209,7 +209,7 @@ fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, si
   double single = 0;
   for (int warm = 0; warm < 2 && status == FP8GEMM_OK; warm++) { /* the second one sizes a batch */
     const double t0 = cli_now();
-    status = fp8gemm_linear(ctx, w, M, FP8GEMM_DTYPE_F32, x, K, -1, y, N, ws, ws_bytes);
+    status = fp8gemm_linear(ctx, w, M, x_dtype, x, K, -1, y, N, ws, ws_bytes);
     if (status == FP8GEMM_OK) status = fp8gemm_context_synchronize(ctx);
     single = cli_now() - t0;
   }
@@ -217,7 +217,7 @@ fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, si
   while (status == FP8GEMM_OK && count < 64 && (count < 3 || cli_now() - start < budget)) {
     const double t0 = cli_now();
     for (int b = 0; b < batch && status == FP8GEMM_OK; b++)
-      status = fp8gemm_linear(ctx, w, M, FP8GEMM_DTYPE_F32, x, K, -1, y, N, ws, ws_bytes);
+      status = fp8gemm_linear(ctx, w, M, x_dtype, x, K, -1, y, N, ws, ws_bytes);
     if (status == FP8GEMM_OK) status = fp8gemm_context_synchronize(ctx);
     samples[count++] = (cli_now() - t0) / batch;
     if (cli_now() - start > 4 * budget && count >= 1) break;

@@ -61,12 +61,12 @@ fp8gemm_status cli_weight_create(fp8gemm_context *ctx, const cli_layer *L, fp8ge
 double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M, const float *x,
                       const float *y);
 
-/* Median seconds of one fp8gemm_linear (f32 in and out, backend memory),
+/* Median seconds of one fp8gemm_linear (x in x_dtype, y in the same; backend memory),
  * after a warm-up, over batches of back-to-back calls with one
  * synchronization each (a batch lasts about 1 ms), repeating for about
  * `budget` seconds (3 batches at least). */
 fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
-                               const void *x, void *y, void *ws, size_t ws_bytes, double budget,
-                               double *seconds);
+                               fp8gemm_dtype x_dtype, const void *x, void *y, void *ws,
+                               size_t ws_bytes, double budget, double *seconds);
 
 #endif

@@ -150,7 +150,8 @@ int fp8gemm_cmd_run(int argc, char **argv) {
       double seconds[2], err[2];
       const double budget = opt.quick ? 0.05 : 0.25;
       for (int v = 0; v < 2; v++) {
-        st = cli_time_linear(ctx, weights[v], M, dx, dy, ws, ws_bytes, budget, &seconds[v]);
+        st = cli_time_linear(ctx, weights[v], M, FP8GEMM_DTYPE_F32, dx, dy, ws, ws_bytes, budget,
+                             &seconds[v]);
         if (st != FP8GEMM_OK) return cli_fail("run", "forward", st);
         if (cuda) fp8gemm_memory_copy(ctx, y, dy, M * L.N * sizeof(float), FP8GEMM_COPY_BACKEND_TO_HOST);
         err[v] = cli_check_rows(host_ctx, &L, M, x, y);

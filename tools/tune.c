@@ -19,6 +19,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: fp8gemm tune [--backend cpu|cuda] --shapes FILE|\"M,N,K;...\" -o TABLE.csv\n"
           "                    [--device NAME|*] [--budget SECONDS] [--crossover-m LIST|none]\n"
+          "                    [--dtype f32|bf16|f16]\n"
           "  Times fp8gemm_linear with plain and preshuffled weights for each (N, K) over\n"
           "  its M values and writes one table row per shape. --device defaults to the\n"
           "  context's device (the CPU ISA or the GPU name); '*' makes the rows apply to\n"
@@ -26,7 +27,8 @@ static void usage(FILE *out) {
           "  small-M kernel against the large-M kernel at each M of --crossover-m\n"
           "  (default cpu 1,4,16,32,64; cuda 1,16,32,64,128): crossover_m is the largest\n"
           "  of them up to which the small-M kernel won at each (0: it lost at the first);\n"
-          "  'none' leaves crossover_m to the backend (default).\n");
+          "  'none' leaves crossover_m to the backend (default). --dtype: x and y of the\n"
+          "  timed calls (default bf16 on cuda, as engines call it; f32 on cpu).\n");
 }
 
 #define MAX_RUNGS 16
@@ -85,20 +87,32 @@ static fp8gemm_status forced_context(fp8gemm_backend backend, const cli_shape *s
   return st;
 }
 
-/* Median seconds of fp8gemm_linear at M on x (host, M x K floats), with
- * buffers in the context's memory for this call. */
+/* Median seconds of fp8gemm_linear at M on x (host, M x K floats, handed
+ * over as x_dtype; y in the same), with buffers in the context's memory
+ * for this call. */
 static fp8gemm_status time_at(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
-                              const float *x, double budget, double *seconds) {
+                              fp8gemm_dtype x_dtype, const float *x, double budget,
+                              double *seconds) {
   const size_t N = fp8gemm_weight_n(w), K = fp8gemm_weight_k(w);
+  const size_t elem = x_dtype == FP8GEMM_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
   void *dx = NULL, *dy = NULL, *ws = NULL;
   size_t ws_bytes = 0;
-  fp8gemm_status st = fp8gemm_linear_workspace_size(ctx, w, M, &ws_bytes);
+  void *staged = malloc(M * K * elem);
+  fp8gemm_status st = staged ? fp8gemm_linear_workspace_size(ctx, w, M, &ws_bytes)
+                             : FP8GEMM_ERROR_OUT_OF_MEMORY;
+  for (size_t i = 0; st == FP8GEMM_OK && i < M * K; i++) {
+    if (x_dtype == FP8GEMM_DTYPE_F32) ((float *)staged)[i] = x[i];
+    else if (x_dtype == FP8GEMM_DTYPE_BF16) ((uint16_t *)staged)[i] = fp8gemm_bf16_from_float(x[i]);
+    else ((uint16_t *)staged)[i] = fp8gemm_f16_from_float(x[i]);
+  }
   if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, ws_bytes ? ws_bytes : 1, &ws);
-  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * N * sizeof(float), &dy);
-  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * K * sizeof(float), &dx);
+  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * N * elem, &dy);
+  if (st == FP8GEMM_OK) st = fp8gemm_memory_alloc(ctx, M * K * elem, &dx);
   if (st == FP8GEMM_OK)
-    st = fp8gemm_memory_copy(ctx, dx, x, M * K * sizeof(float), FP8GEMM_COPY_HOST_TO_BACKEND);
-  if (st == FP8GEMM_OK) st = cli_time_linear(ctx, w, M, dx, dy, ws, ws_bytes, budget, seconds);
+    st = fp8gemm_memory_copy(ctx, dx, staged, M * K * elem, FP8GEMM_COPY_HOST_TO_BACKEND);
+  if (st == FP8GEMM_OK)
+    st = cli_time_linear(ctx, w, M, x_dtype, dx, dy, ws, ws_bytes, budget, seconds);
+  free(staged);
   if (dx) fp8gemm_memory_free(ctx, dx);
   if (dy) fp8gemm_memory_free(ctx, dy);
   if (ws) fp8gemm_memory_free(ctx, ws);
@@ -108,7 +122,7 @@ static fp8gemm_status time_at(fp8gemm_context *ctx, const fp8gemm_weight *w, siz
 int fp8gemm_cmd_tune(int argc, char **argv) {
   int backend = FP8GEMM_BACKEND_CPU;
   const char *shapes_spec = NULL, *out_path = NULL, *device = NULL;
-  const char *rungs_spec = NULL;
+  const char *rungs_spec = NULL, *dtype_spec = NULL;
   double budget = 0.2;
   static const struct option long_options[] = {{"backend", required_argument, 0, 'b'},
                                                {"shapes", required_argument, 0, 's'},
@@ -116,11 +130,12 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
                                                {"device", required_argument, 0, 'd'},
                                                {"budget", required_argument, 0, 't'},
                                                {"crossover-m", required_argument, 0, 'c'},
+                                               {"dtype", required_argument, 0, 'x'},
                                                {"help", no_argument, 0, 'h'},
                                                {0, 0, 0, 0}};
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "b:s:o:d:t:c:h", long_options, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "b:s:o:d:t:c:x:h", long_options, NULL)) != -1) {
     switch (c) {
       case 'b':
         backend = cli_parse_backend(optarg);
@@ -134,6 +149,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       case 'd': device = optarg; break;
       case 't': budget = atof(optarg); break;
       case 'c': rungs_spec = optarg; break;
+      case 'x': dtype_spec = optarg; break;
       case 'h': usage(stdout); return 0;
       default: usage(stderr); return 2;
     }
@@ -152,6 +168,18 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
             "fp8gemm tune: --crossover-m '%s' is not 'none' or up to %d ascending positive M "
             "values\n",
             rungs_spec, MAX_RUNGS);
+    return 2;
+  }
+  /* What engines hand a linear layer: bf16 activations on the GPU (which
+   * is also what the single-launch linear takes); f32 on the CPU, as the
+   * shipped CPU table was measured. */
+  if (!dtype_spec) dtype_spec = cuda ? "bf16" : "f32";
+  fp8gemm_dtype x_dtype;
+  if (!strcmp(dtype_spec, "f32")) x_dtype = FP8GEMM_DTYPE_F32;
+  else if (!strcmp(dtype_spec, "bf16")) x_dtype = FP8GEMM_DTYPE_BF16;
+  else if (!strcmp(dtype_spec, "f16")) x_dtype = FP8GEMM_DTYPE_F16;
+  else {
+    fprintf(stderr, "fp8gemm tune: --dtype '%s' is not f32, bf16 or f16\n", dtype_spec);
     return 2;
   }
   cli_shape *shapes;
@@ -196,7 +224,8 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     return 1;
   }
   fprintf(out, "%s", header);
-  printf("fp8gemm tune: backend %s, device %s\n", fp8gemm_backend_name((fp8gemm_backend)backend), device);
+  printf("fp8gemm tune: backend %s, device %s, x and y %s\n",
+         fp8gemm_backend_name((fp8gemm_backend)backend), device, dtype_spec);
   printf("%-12s %-7s %-12s %s\n", "N x K", "winner", "geo-ratio", "M: plain_us / preshuffled_us");
   cli_rng rng;
   cli_rng_seed(&rng, 99);
@@ -235,7 +264,8 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
       for (int v = 0; v < 2; v++) {
         times[v][i] = INFINITY;
-        if (weights[v] && (st = time_at(ctx, weights[v], M, x, budget, &times[v][i])) != FP8GEMM_OK)
+        if (weights[v] &&
+            (st = time_at(ctx, weights[v], M, x_dtype, x, budget, &times[v][i])) != FP8GEMM_OK)
           return cli_fail("tune", "forward", st);
       }
       log_ratio += log(times[1][i] / times[0][i]);
@@ -261,7 +291,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
         float *x = malloc(M * K * sizeof(float));
         for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
         for (int f = 0; f < 2; f++)
-          if ((st = time_at(family_ctx[f], family_w[f], M, x, budget,
+          if ((st = time_at(family_ctx[f], family_w[f], M, x_dtype, x, budget,
                             &family_times[f][rungs_timed])) != FP8GEMM_OK)
             return cli_fail("tune", "forward (kernel comparison)", st);
         free(x);

@@ -576,6 +576,14 @@ static void test_tune_crossover(void **state) {
   fclose(f);
   if (!strstr(line, ",fp8gemm_linear,default,")) fail_msg("crossover_m not default: %s", line);
 
+  /* bf16 activations (what engines pass on the GPU): a table as well. */
+  assert_int_equal(run_cli("tune", "--shapes", "2,256,512", "-o", table, "--budget", "0.002",
+                           "--crossover-m", "2", "--dtype", "bf16", NULL),
+                   0);
+  EXPECT_OUTPUT("x and y bf16");
+  assert_int_equal(run_cli("tune", "--shapes", "2,256,512", "-o", table, "--dtype", "f8", NULL), 2);
+  EXPECT_OUTPUT("--dtype 'f8'");
+
   const char *bad[] = {"8,4", "0", "4,x", "", "1,1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     assert_int_equal(run_cli("tune", "--shapes", "1,256,512", "-o", table, "--crossover-m", bad[i],
