@@ -364,18 +364,15 @@ static int parse_options(int argc, char **argv, bench_options *o) {
       case 'i': o->iters = atoi(optarg); break;
       case 't': o->budget = atof(optarg); break;
       case 'p': o->threads = atoi(optarg); break;
-      case 'd':
-        if (!strcmp(optarg, "f32"))
-          o->out_dtype = FP8GEMM_DTYPE_F32;
-        else if (!strcmp(optarg, "bf16"))
-          o->out_dtype = FP8GEMM_DTYPE_BF16;
-        else if (!strcmp(optarg, "f16"))
-          o->out_dtype = FP8GEMM_DTYPE_F16;
-        else {
+      case 'd': {
+        const int dtype = cli_parse_dtype(optarg);
+        if (dtype < 0) {
           fprintf(stderr, "fp8gemm bench: --out-dtype '%s' is not f32, bf16 or f16\n", optarg);
           return 2;
         }
+        o->out_dtype = (fp8gemm_dtype)dtype;
         break;
+      }
       case 'n': o->openblas = 0; break;
       case 'c': o->cold = 1; break;
       case 'r': o->seed = strtoull(optarg, NULL, 0); break;

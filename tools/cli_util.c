@@ -43,6 +43,13 @@ int cli_parse_backend(const char *name) {
   return -1;
 }
 
+int cli_parse_dtype(const char *name) {
+  if (!strcmp(name, "f32")) return FP8GEMM_DTYPE_F32;
+  if (!strcmp(name, "bf16")) return FP8GEMM_DTYPE_BF16;
+  if (!strcmp(name, "f16")) return FP8GEMM_DTYPE_F16;
+  return -1;
+}
+
 int cli_fail(const char *cmd, const char *what, fp8gemm_status status) {
   fprintf(stderr, "fp8gemm %s: %s: %s (%s)\n", cmd, what, fp8gemm_status_string(status),
           fp8gemm_last_error());

@@ -36,6 +36,9 @@ float cli_normal(cli_rng *rng);
 /* "cpu" | "cuda" | "auto" -> backend; -1 if unknown. */
 int cli_parse_backend(const char *name);
 
+/* "f32" | "bf16" | "f16" -> activation / output dtype; -1 if unknown. */
+int cli_parse_dtype(const char *name);
+
 /* Prints "fp8gemm <cmd>: <what>: <status> (<message>)" and returns 1. */
 int cli_fail(const char *cmd, const char *what, fp8gemm_status status);
 

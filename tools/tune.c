@@ -52,27 +52,39 @@ static int parse_rungs(const char *text, size_t *rungs) {
   return count ? count : -1;
 }
 
-/* A context whose table gives every (N, K) of `shapes` the same
- * crossover_m (`crossover`: "0" forces the large-M kernel, a huge value
- * the small-M kernel), so a weight made on it runs one kernel family. */
-static fp8gemm_status forced_context(fp8gemm_backend backend, const cli_shape *shapes, int count,
-                                     const char *crossover, fp8gemm_context **ctx) {
-  char path[] = "/tmp/fp8gemm_tune_forced_XXXXXX";
+static const char table_header[] =
+    "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us\n";
+
+/* 1 if shapes[s] is the first of the list with its (N, K). */
+static int first_of_its_shape(const cli_shape *shapes, int s) {
+  for (int t = 0; t < s; t++)
+    if (shapes[t].N == shapes[s].N && shapes[t].K == shapes[s].K) return 0;
+  return 1;
+}
+
+/* A context on a table of its own, read from a temporary file. With
+ * `crossover` NULL the table is empty, so only the layouts a weight is
+ * created with count. Else every (N, K) of `shapes` gets that crossover_m
+ * ("0" forces the large-M kernel, a huge value the small-M kernel), so a
+ * weight made on it runs one kernel family. */
+static fp8gemm_status table_context(fp8gemm_backend backend, const cli_shape *shapes, int count,
+                                    const char *crossover, fp8gemm_context **ctx) {
+  char path[] = "/tmp/fp8gemm_tune_table_XXXXXX";
   const int fd = mkstemp(path);
   FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
   if (!f) {
     perror("fp8gemm tune: temporary table");
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+      close(fd);
+      unlink(path);
+    }
     return FP8GEMM_ERROR_IO;
   }
-  fprintf(f, "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us\n");
-  for (int s = 0; s < count; s++) {
-    int seen = 0;
-    for (int t = 0; t < s; t++) seen |= shapes[t].N == shapes[s].N && shapes[t].K == shapes[s].K;
-    if (!seen)
+  fputs(table_header, f);
+  for (int s = 0; crossover && s < count; s++)
+    if (first_of_its_shape(shapes, s))
       fprintf(f, "%s,*,%zu,%zu,plain,tune,%s,,,\n", fp8gemm_backend_name(backend), shapes[s].N,
               shapes[s].K, crossover);
-  }
   if (fclose(f) != 0) {
     perror("fp8gemm tune: temporary table");
     unlink(path);
@@ -174,43 +186,29 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
    * is also what the single-launch linear takes); f32 on the CPU, as the
    * shipped CPU table was measured. */
   if (!dtype_spec) dtype_spec = cuda ? "bf16" : "f32";
-  fp8gemm_dtype x_dtype;
-  if (!strcmp(dtype_spec, "f32")) x_dtype = FP8GEMM_DTYPE_F32;
-  else if (!strcmp(dtype_spec, "bf16")) x_dtype = FP8GEMM_DTYPE_BF16;
-  else if (!strcmp(dtype_spec, "f16")) x_dtype = FP8GEMM_DTYPE_F16;
-  else {
+  const int parsed_dtype = cli_parse_dtype(dtype_spec);
+  if (parsed_dtype < 0) {
     fprintf(stderr, "fp8gemm tune: --dtype '%s' is not f32, bf16 or f16\n", dtype_spec);
     return 2;
   }
+  const fp8gemm_dtype x_dtype = (fp8gemm_dtype)parsed_dtype;
   cli_shape *shapes;
   const int shape_count = cli_load_shapes(shapes_spec, &shapes);
   if (shape_count < 0) return 1;
 
-  fp8gemm_context_options o;
-  fp8gemm_context_options_init(&o);
-  o.backend = (fp8gemm_backend)backend;
   /* Measure with an empty table, so nothing but the forced layouts counts. */
-  char empty_table[] = "/tmp/fp8gemm_tune_empty_XXXXXX";
-  const int fd = mkstemp(empty_table);
-  const char header[] = "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us\n";
-  if (fd < 0 || write(fd, header, sizeof header - 1) != (ssize_t)(sizeof header - 1)) {
-    perror("fp8gemm tune: temporary table");
-    return 1;
-  }
-  close(fd);
-  o.tuned_table_path = empty_table;
   fp8gemm_context *ctx, *host_ctx;
-  fp8gemm_status st = fp8gemm_context_create(&o, &ctx);
-  unlink(empty_table);
+  fp8gemm_status st = table_context((fp8gemm_backend)backend, shapes, shape_count, NULL, &ctx);
+  if (st == FP8GEMM_ERROR_IO) return 1;
   if (st != FP8GEMM_OK) return cli_fail("tune", "context", st);
   if ((st = fp8gemm_context_create(NULL, &host_ctx)) != FP8GEMM_OK) return cli_fail("tune", "host context", st);
   /* The kernel families, each forced for every shape. */
   fp8gemm_context *family_ctx[2] = {NULL, NULL}; /* small-M, large-M */
   if (measure_crossover) {
-    if ((st = forced_context((fp8gemm_backend)backend, shapes, shape_count, "2147483648",
-                             &family_ctx[0])) != FP8GEMM_OK ||
-        (st = forced_context((fp8gemm_backend)backend, shapes, shape_count, "0",
-                             &family_ctx[1])) != FP8GEMM_OK)
+    if ((st = table_context((fp8gemm_backend)backend, shapes, shape_count, "2147483648",
+                            &family_ctx[0])) != FP8GEMM_OK ||
+        (st = table_context((fp8gemm_backend)backend, shapes, shape_count, "0",
+                            &family_ctx[1])) != FP8GEMM_OK)
       return cli_fail("tune", "context with a forced kernel", st);
   }
   if (!device) device = fp8gemm_context_device(ctx);
@@ -223,16 +221,14 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     perror(out_tmp);
     return 1;
   }
-  fprintf(out, "%s", header);
+  fputs(table_header, out);
   printf("fp8gemm tune: backend %s, device %s, x and y %s\n",
          fp8gemm_backend_name((fp8gemm_backend)backend), device, dtype_spec);
   printf("%-12s %-7s %-12s %s\n", "N x K", "winner", "geo-ratio", "M: plain_us / preshuffled_us");
   cli_rng rng;
   cli_rng_seed(&rng, 99);
   for (int s = 0; s < shape_count; s++) {
-    int seen = 0;
-    for (int t = 0; t < s; t++) seen |= shapes[t].N == shapes[s].N && shapes[t].K == shapes[s].K;
-    if (seen) continue;
+    if (!first_of_its_shape(shapes, s)) continue;
     cli_shape merged = shapes[s];
     for (int t = s + 1; t < shape_count; t++) {
       if (shapes[t].N != merged.N || shapes[t].K != merged.K) continue;
