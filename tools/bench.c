@@ -167,17 +167,8 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
   return FP8GEMM_OK;
 }
 
-/* Copies of each weight are cycled through, call after call, so that
- * together they exceed this (more than the L3 of the machines we use): the
- * next call finds its weight in memory, as in a model's forward, where
- * each layer's weight is read once per pass. */
-#define ROTATION_BYTES ((size_t)96 << 20)
-#define MAX_COPIES 8
-
-static int copies_for(size_t weight_bytes) {
-  size_t n = ROTATION_BYTES / weight_bytes + 1;
-  return n > MAX_COPIES ? MAX_COPIES : (int)n;
-}
+/* Copies of each weight are cycled through, call after call
+ * (cli_copies_for): the next call finds its weight in memory. */
 
 typedef struct gemm_call {
   fp8gemm_context *ctx;
@@ -445,9 +436,9 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fprintf(stderr, "fp8gemm bench: out of memory for N=%zu K=%zu\n", N, K);
       return 1;
     }
-    fp8gemm_weight *copies[2][MAX_COPIES] = {{NULL}};
+    fp8gemm_weight *copies[2][CLI_MAX_COPIES] = {{NULL}};
     fp8gemm_weight *weights[2] = {NULL, NULL}; /* the first copy of each */
-    const int wcopies = copies_for(N * K);
+    const int wcopies = cli_copies_for(N * K);
     for (int l = 0; l < 2; l++) {
       if (!(o.layouts & (1 << l))) continue;
       fp8gemm_weight_desc d;
@@ -465,8 +456,8 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
           return cli_fail("bench", "weight", st);
       weights[l] = copies[l][0];
     }
-    float *wf[MAX_COPIES] = {NULL}; /* dequantized weights for sgemm, built on first use */
-    const int fcopies = copies_for(N * K * sizeof(float));
+    float *wf[CLI_MAX_COPIES] = {NULL}; /* dequantized weights for sgemm, built on first use */
+    const int fcopies = cli_copies_for(N * K * sizeof(float));
     (void)fcopies; /* read only by the OpenBLAS baseline */
     for (size_t mi = 0; mi < shapes[s].m_count; mi++) {
       const size_t M = shapes[s].m_values[mi];
@@ -601,7 +592,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fp8gemm_memory_free(ctx, ws_b);
       free_x(&h);
     }
-    for (int c = 0; c < MAX_COPIES; c++) {
+    for (int c = 0; c < CLI_MAX_COPIES; c++) {
       free(wf[c]);
       fp8gemm_weight_destroy(copies[0][c]);
       fp8gemm_weight_destroy(copies[1][c]);

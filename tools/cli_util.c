@@ -202,21 +202,29 @@ double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M,
 }
 
 
+/* The copy for the next call, in turn. */
+static const fp8gemm_weight *cli_next_weight(const cli_weights *weights, int *next) {
+  const fp8gemm_weight *w = weights->w[*next];
+  *next = (*next + 1) % weights->count;
+  return w;
+}
+
 /* Median seconds of one forward over batches of back-to-back calls (one
  * synchronization per batch of about 1 ms, so a GPU's host round trip and
  * launch gaps do not count where calls are short), for about `budget` s. */
-fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const cli_weights *weights, size_t M,
                                fp8gemm_dtype x_dtype, const void *x, void *y, void *ws,
                                size_t ws_bytes, double budget, double *seconds) {
   double samples[64];
-  int count = 0;
-  const size_t N = fp8gemm_weight_n(w), K = fp8gemm_weight_k(w);
+  int count = 0, next = 0;
+  const size_t N = fp8gemm_weight_n(weights->w[0]), K = fp8gemm_weight_k(weights->w[0]);
   const double start = cli_now();
   fp8gemm_status status = FP8GEMM_OK;
   double single = 0;
   for (int warm = 0; warm < 2 && status == FP8GEMM_OK; warm++) { /* the second one sizes a batch */
     const double t0 = cli_now();
-    status = fp8gemm_linear(ctx, w, M, x_dtype, x, K, -1, y, N, ws, ws_bytes);
+    status = fp8gemm_linear(ctx, cli_next_weight(weights, &next), M, x_dtype, x, K, -1, y, N, ws,
+                            ws_bytes);
     if (status == FP8GEMM_OK) status = fp8gemm_context_synchronize(ctx);
     single = cli_now() - t0;
   }
@@ -224,7 +232,8 @@ fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, si
   while (status == FP8GEMM_OK && count < 64 && (count < 3 || cli_now() - start < budget)) {
     const double t0 = cli_now();
     for (int b = 0; b < batch && status == FP8GEMM_OK; b++)
-      status = fp8gemm_linear(ctx, w, M, x_dtype, x, K, -1, y, N, ws, ws_bytes);
+      status = fp8gemm_linear(ctx, cli_next_weight(weights, &next), M, x_dtype, x, K, -1, y, N, ws,
+                            ws_bytes);
     if (status == FP8GEMM_OK) status = fp8gemm_context_synchronize(ctx);
     samples[count++] = (cli_now() - t0) / batch;
     if (cli_now() - start > 4 * budget && count >= 1) break;
@@ -275,4 +284,29 @@ fp8gemm_status cli_weight_create(fp8gemm_context *ctx, const cli_layer *L, fp8ge
   d.scale_inv = L->w_scale;
   d.target_layout = (int)layout;
   return fp8gemm_weight_create(ctx, &d, weight);
+}
+
+int cli_copies_for(size_t weight_bytes) {
+  const size_t n = CLI_ROTATION_BYTES / (weight_bytes ? weight_bytes : 1) + 1;
+  return n > CLI_MAX_COPIES ? CLI_MAX_COPIES : (int)n;
+}
+
+fp8gemm_status cli_weights_create(fp8gemm_context *ctx, const cli_layer *L, fp8gemm_layout layout,
+                                  cli_weights *weights) {
+  weights->count = 0;
+  const int want = cli_copies_for(L->N * L->K);
+  while (weights->count < want) {
+    const fp8gemm_status st = cli_weight_create(ctx, L, layout, &weights->w[weights->count]);
+    if (st != FP8GEMM_OK) {
+      cli_weights_destroy(weights);
+      return st;
+    }
+    weights->count++;
+  }
+  return FP8GEMM_OK;
+}
+
+void cli_weights_destroy(cli_weights *weights) {
+  for (int i = 0; i < weights->count; i++) fp8gemm_weight_destroy(weights->w[i]);
+  weights->count = 0;
 }

@@ -64,11 +64,30 @@ fp8gemm_status cli_weight_create(fp8gemm_context *ctx, const cli_layer *L, fp8ge
 double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M, const float *x,
                       const float *y);
 
-/* Median seconds of one fp8gemm_linear (x in x_dtype, y in the same; backend memory),
- * after a warm-up, over batches of back-to-back calls with one
- * synchronization each (a batch lasts about 1 ms), repeating for about
- * `budget` seconds (3 batches at least). */
-fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+/* Timed calls cycle through copies of a weight that together exceed
+ * CLI_ROTATION_BYTES (more than the CPUs' L3 and the H100's 50 MB L2), so a
+ * call finds its weight in memory, as in a model's forward, where each
+ * layer's weight is read once per pass. */
+#define CLI_ROTATION_BYTES ((size_t)96 << 20)
+#define CLI_MAX_COPIES 8
+/* Copies of a weight of `weight_bytes` to cycle through (1 .. CLI_MAX_COPIES). */
+int cli_copies_for(size_t weight_bytes);
+
+typedef struct cli_weights {
+  fp8gemm_weight *w[CLI_MAX_COPIES];
+  int count;
+} cli_weights;
+/* cli_copies_for(N * K) handles of the layer's weight on `ctx`, in `layout`;
+ * none are left on failure. cli_weights_destroy releases them. */
+fp8gemm_status cli_weights_create(fp8gemm_context *ctx, const cli_layer *L, fp8gemm_layout layout,
+                                  cli_weights *weights);
+void cli_weights_destroy(cli_weights *weights);
+
+/* Median seconds of one fp8gemm_linear (x in x_dtype, y in the same; backend
+ * memory), the calls cycling through `weights`, after a warm-up, over
+ * batches of back-to-back calls with one synchronization each (a batch lasts
+ * about 1 ms), repeating for about `budget` seconds (3 batches at least). */
+fp8gemm_status cli_time_linear(fp8gemm_context *ctx, const cli_weights *weights, size_t M,
                                fp8gemm_dtype x_dtype, const void *x, void *y, void *ws,
                                size_t ws_bytes, double budget, double *seconds);
 

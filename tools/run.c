@@ -121,12 +121,12 @@ int fp8gemm_cmd_run(int argc, char **argv) {
     cli_rng_seed(&rng, 1234 + l);
     if ((st = cli_layer_make(host_ctx, &rng, layers[l][0], layers[l][1], &L)) != FP8GEMM_OK)
       return cli_fail("run", "synthetic layer", st);
-    fp8gemm_weight *weights[2];
+    cli_weights weights[2];
     fp8gemm_layout chosen;
     fp8gemm_context_choose_layout(ctx, L.N, L.K, &chosen);
     const fp8gemm_layout layouts[2] = {FP8GEMM_LAYOUT_PLAIN, fp8gemm_context_preshuffled_layout(ctx)};
     for (int v = 0; v < 2; v++)
-      if ((st = cli_weight_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK)
+      if ((st = cli_weights_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK)
         return cli_fail("run", "weight create", st);
     for (size_t mi = 0; mi < m_count; mi++) {
       const size_t M = m_values[mi];
@@ -135,9 +135,9 @@ int fp8gemm_cmd_run(int argc, char **argv) {
       for (size_t i = 0; i < M * L.K; i++) x[i] = cli_normal(&rng);
       void *dx = x, *dy = y, *ws = NULL;
       size_t ws_bytes = 0;
-      fp8gemm_linear_workspace_size(ctx, weights[0], M, &ws_bytes);
+      fp8gemm_linear_workspace_size(ctx, weights[0].w[0], M, &ws_bytes);
       size_t ws1;
-      fp8gemm_linear_workspace_size(ctx, weights[1], M, &ws1);
+      fp8gemm_linear_workspace_size(ctx, weights[1].w[0], M, &ws1);
       if (ws1 > ws_bytes) ws_bytes = ws1;
       st = fp8gemm_memory_alloc(ctx, ws_bytes, &ws);
       if (st == FP8GEMM_OK && cuda) {
@@ -150,7 +150,7 @@ int fp8gemm_cmd_run(int argc, char **argv) {
       double seconds[2], err[2];
       const double budget = opt.quick ? 0.05 : 0.25;
       for (int v = 0; v < 2; v++) {
-        st = cli_time_linear(ctx, weights[v], M, FP8GEMM_DTYPE_F32, dx, dy, ws, ws_bytes, budget,
+        st = cli_time_linear(ctx, &weights[v], M, FP8GEMM_DTYPE_F32, dx, dy, ws, ws_bytes, budget,
                              &seconds[v]);
         if (st != FP8GEMM_OK) return cli_fail("run", "forward", st);
         if (cuda) fp8gemm_memory_copy(ctx, y, dy, M * L.N * sizeof(float), FP8GEMM_COPY_BACKEND_TO_HOST);
@@ -183,8 +183,8 @@ int fp8gemm_cmd_run(int argc, char **argv) {
       free(x);
       free(y);
     }
-    fp8gemm_weight_destroy(weights[0]);
-    fp8gemm_weight_destroy(weights[1]);
+    cli_weights_destroy(&weights[0]);
+    cli_weights_destroy(&weights[1]);
     cli_layer_free(&L);
   }
   if (json) {

@@ -28,7 +28,9 @@ static void usage(FILE *out) {
           "  (default cpu 1,4,16,32,64; cuda 1,16,32,64,128): crossover_m is the largest\n"
           "  of them up to which the small-M kernel won at each (0: it lost at the first);\n"
           "  'none' leaves crossover_m to the backend (default). --dtype: x and y of the\n"
-          "  timed calls (default bf16 on cuda, as engines call it; f32 on cpu).\n");
+          "  timed calls (default bf16 on cuda, as engines call it; f32 on cpu). The calls\n"
+          "  cycle through copies of each weight (up to 8, over 96 MB together), so each\n"
+          "  finds its weight in memory, not in the caches, as in a model's forward.\n");
 }
 
 #define MAX_RUNGS 16
@@ -102,15 +104,15 @@ static fp8gemm_status table_context(fp8gemm_backend backend, const cli_shape *sh
 /* Median seconds of fp8gemm_linear at M on x (host, M x K floats, handed
  * over as x_dtype; y in the same), with buffers in the context's memory
  * for this call. */
-static fp8gemm_status time_at(fp8gemm_context *ctx, const fp8gemm_weight *w, size_t M,
+static fp8gemm_status time_at(fp8gemm_context *ctx, const cli_weights *w, size_t M,
                               fp8gemm_dtype x_dtype, const float *x, double budget,
                               double *seconds) {
-  const size_t N = fp8gemm_weight_n(w), K = fp8gemm_weight_k(w);
+  const size_t N = fp8gemm_weight_n(w->w[0]), K = fp8gemm_weight_k(w->w[0]);
   const size_t elem = x_dtype == FP8GEMM_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
   void *dx = NULL, *dy = NULL, *ws = NULL;
   size_t ws_bytes = 0;
   void *staged = malloc(M * K * elem);
-  fp8gemm_status st = staged ? fp8gemm_linear_workspace_size(ctx, w, M, &ws_bytes)
+  fp8gemm_status st = staged ? fp8gemm_linear_workspace_size(ctx, w->w[0], M, &ws_bytes)
                              : FP8GEMM_ERROR_OUT_OF_MEMORY;
   for (size_t i = 0; st == FP8GEMM_OK && i < M * K; i++) {
     if (x_dtype == FP8GEMM_DTYPE_F32) ((float *)staged)[i] = x[i];
@@ -243,14 +245,12 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     cli_layer L;
     if ((st = cli_layer_make(host_ctx, &rng, N, K, &L)) != FP8GEMM_OK)
       return cli_fail("tune", "synthetic layer", st);
-    fp8gemm_weight *weights[2];
+    cli_weights weights[2];
     const fp8gemm_layout layouts[2] = {FP8GEMM_LAYOUT_PLAIN, fp8gemm_context_preshuffled_layout(ctx)};
     for (int v = 0; v < 2; v++) {
-      if ((st = cli_weight_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK) {
+      if ((st = cli_weights_create(ctx, &L, layouts[v], &weights[v])) != FP8GEMM_OK)
         fprintf(stderr, "fp8gemm tune: %zux%zu: %s layout refused (%s); keeping plain\n", N, K,
                 fp8gemm_layout_name(layouts[v]), fp8gemm_last_error());
-        weights[v] = NULL;
-      }
     }
     double times[2][32] = {{0}};
     double log_ratio = 0;
@@ -260,25 +260,25 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
       for (int v = 0; v < 2; v++) {
         times[v][i] = INFINITY;
-        if (weights[v] &&
-            (st = time_at(ctx, weights[v], M, x_dtype, x, budget, &times[v][i])) != FP8GEMM_OK)
+        if (weights[v].count &&
+            (st = time_at(ctx, &weights[v], M, x_dtype, x, budget, &times[v][i])) != FP8GEMM_OK)
           return cli_fail("tune", "forward", st);
       }
       log_ratio += log(times[1][i] / times[0][i]);
       free(x);
     }
     const double geo_ratio = exp(log_ratio / (double)merged.m_count);
-    const int preshuffled_wins = weights[1] && geo_ratio <= 1.0;
+    const int preshuffled_wins = weights[1].count && geo_ratio <= 1.0;
 
     /* Small-M against large-M kernel, winning layout, rung by rung. */
     char crossover[24] = "default";
     double family_times[2][MAX_RUNGS];
     int rungs_timed = 0;
     if (measure_crossover) {
-      fp8gemm_weight *family_w[2] = {NULL, NULL};
+      cli_weights family_w[2];
       const fp8gemm_layout layout = layouts[preshuffled_wins];
       for (int f = 0; f < 2; f++)
-        if ((st = cli_weight_create(family_ctx[f], &L, layout, &family_w[f])) != FP8GEMM_OK)
+        if ((st = cli_weights_create(family_ctx[f], &L, layout, &family_w[f])) != FP8GEMM_OK)
           return cli_fail("tune", "weight for the kernel comparison", st);
       size_t crossover_m = 0;
       int small_leads = 1;
@@ -287,7 +287,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
         float *x = malloc(M * K * sizeof(float));
         for (size_t j = 0; j < M * K; j++) x[j] = cli_normal(&rng);
         for (int f = 0; f < 2; f++)
-          if ((st = time_at(family_ctx[f], family_w[f], M, x_dtype, x, budget,
+          if ((st = time_at(family_ctx[f], &family_w[f], M, x_dtype, x, budget,
                             &family_times[f][rungs_timed])) != FP8GEMM_OK)
             return cli_fail("tune", "forward (kernel comparison)", st);
         free(x);
@@ -295,8 +295,8 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
         if (small_leads) crossover_m = M;
       }
       snprintf(crossover, sizeof crossover, "%zu", crossover_m);
-      fp8gemm_weight_destroy(family_w[0]);
-      fp8gemm_weight_destroy(family_w[1]);
+      cli_weights_destroy(&family_w[0]);
+      cli_weights_destroy(&family_w[1]);
     }
     fprintf(out, "%s,%s,%zu,%zu,%s,fp8gemm_linear,%s,", fp8gemm_backend_name((fp8gemm_backend)backend),
             device, N, K, preshuffled_wins ? "preshuffled" : "plain", crossover);
@@ -320,8 +320,8 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
       printf("\n");
     }
     fflush(stdout);
-    fp8gemm_weight_destroy(weights[0]);
-    fp8gemm_weight_destroy(weights[1]);
+    cli_weights_destroy(&weights[0]);
+    cli_weights_destroy(&weights[1]);
     cli_layer_free(&L);
   }
   if (fclose(out) != 0 || rename(out_tmp, out_path) != 0) {
