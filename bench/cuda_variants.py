@@ -49,6 +49,9 @@ def main():
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--linear", action="store_true",
                     help="time fp8gemm_linear on bf16 x (quantize + GEMM, fused where enabled)")
+    ap.add_argument("--x-hot", action="store_true",
+                    help="one activation set for every call (x stays in L2, as the previous "
+                         "layer's output would); the weights still rotate")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
@@ -90,6 +93,10 @@ def main():
                for _ in range(rot)] if args.linear else None
         sx = [torch.rand((groups, M), device="cuda", generator=gen) * 0.02 + 0.005
               for _ in range(rot)]
+        if args.x_hot:
+            xq = [xq[0]] * rot
+            sx = [sx[0]] * rot
+            x16 = [x16[0]] * rot if x16 else None
         y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
         ctx0 = next(iter(ctxs.values()))
         row = {"M": M, "N": N, "K": K}
