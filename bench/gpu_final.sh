@@ -53,7 +53,7 @@ fi
 if has tune; then
   grep -E "^deepseek" "$ART/shapes.csv" >/tmp/deepseek.csv
   step tune.log 150 "$ART/fp8gemm" tune --backend cuda --device '*' --shapes /tmp/deepseek.csv \
-    -o "$OUT/cuda.csv" --budget 0.03
+    -o "$OUT/cuda.csv" --budget 0.02
   tail -n 10 "$OUT/tune.log"
 fi
 exit $status

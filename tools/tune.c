@@ -25,8 +25,9 @@ static void usage(FILE *out) {
           "  context's device (the CPU ISA or the GPU name); '*' makes the rows apply to\n"
           "  any device of the backend. With the winning layout it then times the\n"
           "  small-M kernel against the large-M kernel at each M of --crossover-m\n"
-          "  (default cpu 1,4,16,32,64; cuda 1,16,32,64,128): crossover_m is the largest\n"
-          "  of them up to which the small-M kernel won at each (0: it lost at the first);\n"
+          "  (default cpu 1,2,4,8,12,16,24,32,48,64; cuda the same, then 96,128,192):\n"
+          "  crossover_m is the largest of them up to which the small-M kernel won at\n"
+          "  each (0: it lost at the first);\n"
           "  'none' leaves crossover_m to the backend (default). --dtype: x and y of the\n"
           "  timed calls (default bf16 on cuda, as engines call it; f32 on cpu). The calls\n"
           "  cycle through copies of each weight (up to 8, over 96 MB together), so each\n"
@@ -174,7 +175,10 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
   }
   const int cuda = backend == FP8GEMM_BACKEND_CUDA;
   size_t rungs[MAX_RUNGS];
-  if (!rungs_spec) rungs_spec = cuda ? "1,16,32,64,128" : "1,4,16,32,64";
+  /* Fine below 16: an M between two rungs goes with the upper one's winner, and on the H100
+   * the crossover fell between 1 and 16 (32768 x 512: 8; the ladder 1,16,.. wrote 1). */
+  if (!rungs_spec)
+    rungs_spec = cuda ? "1,2,4,8,12,16,24,32,48,64,96,128,192" : "1,2,4,8,12,16,24,32,48,64";
   const int measure_crossover = strcmp(rungs_spec, "none") != 0;
   const int rung_count = measure_crossover ? parse_rungs(rungs_spec, rungs) : 0;
   if (rung_count < 0) {
