@@ -167,13 +167,10 @@ static fp8gemm_status time_interleaved(candidate *c, int count, int iters, doubl
   return FP8GEMM_OK;
 }
 
-/* Copies of each weight are cycled through, call after call
- * (cli_copies_for): the next call finds its weight in memory. */
-
 typedef struct gemm_call {
   fp8gemm_context *ctx;
-  fp8gemm_weight **w; /* `copies` handles of the same weight */
-  int copies, next;
+  const cli_weights *w; /* copies of the weight, cycled call after call (cli_next_weight) */
+  int next;
   size_t M, groups;
   const uint8_t *xq;
   const float *xs;
@@ -185,8 +182,7 @@ typedef struct gemm_call {
 
 static fp8gemm_status run_gemm(void *arg) {
   gemm_call *c = arg;
-  fp8gemm_weight *w = c->w[c->next];
-  c->next = (c->next + 1) % c->copies;
+  const fp8gemm_weight *w = cli_next_weight(c->w, &c->next);
   fp8gemm_status st = fp8gemm_gemm(c->ctx, w, c->M, c->xq, fp8gemm_weight_k(w), c->xs,
                                    FP8GEMM_SCALE_ROW_MAJOR, c->groups, c->out_dtype, c->y,
                                    fp8gemm_weight_n(w), c->ws, c->ws_bytes);
@@ -436,25 +432,17 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fprintf(stderr, "fp8gemm bench: out of memory for N=%zu K=%zu\n", N, K);
       return 1;
     }
-    fp8gemm_weight *copies[2][CLI_MAX_COPIES] = {{NULL}};
-    fp8gemm_weight *weights[2] = {NULL, NULL}; /* the first copy of each */
-    const int wcopies = cli_copies_for(N * K);
+    /* Copies of each weight, cycled call after call: the next call finds its weight in memory. */
+    cli_weights copies[2] = {{{NULL}, 0}, {{NULL}, 0}};
+    const fp8gemm_weight *weights[2] = {NULL, NULL}; /* the first copy of each */
+    const cli_layer layer = {N, K, (K + 127) / 128, h.wq, h.ws};
     for (int l = 0; l < 2; l++) {
       if (!(o.layouts & (1 << l))) continue;
-      fp8gemm_weight_desc d;
-      fp8gemm_weight_desc_init(&d);
-      d.N = N;
-      d.K = K;
-      d.dtype = FP8GEMM_DTYPE_E4M3FN;
-      d.data = h.wq;
-      d.layout = FP8GEMM_LAYOUT_PLAIN;
-      d.memory = FP8GEMM_MEMORY_HOST;
-      d.scale_inv = h.ws;
-      d.target_layout = l == 0 ? (int)FP8GEMM_LAYOUT_PLAIN : (int)fp8gemm_context_preshuffled_layout(ctx);
-      for (int c = 0; c < wcopies; c++)
-        if ((st = fp8gemm_weight_create(ctx, &d, &copies[l][c])) != FP8GEMM_OK)
-          return cli_fail("bench", "weight", st);
-      weights[l] = copies[l][0];
+      const fp8gemm_layout layout =
+          l == 0 ? FP8GEMM_LAYOUT_PLAIN : fp8gemm_context_preshuffled_layout(ctx);
+      if ((st = cli_weights_create(ctx, &layer, layout, &copies[l])) != FP8GEMM_OK)
+        return cli_fail("bench", "weight", st);
+      weights[l] = copies[l].w[0];
     }
     float *wf[CLI_MAX_COPIES] = {NULL}; /* dequantized weights for sgemm, built on first use */
     const int fcopies = cli_copies_for(N * K * sizeof(float));
@@ -524,7 +512,7 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
         return cli_fail("bench", "workspace", st);
       for (int l = 0; l < 2; l++) {
         if (!weights[l]) continue;
-        gc[l] = (gemm_call){ctx, copies[l], wcopies, 0, M, h.groups, xq_b, xs_b, y_b[l],
+        gc[l] = (gemm_call){ctx, &copies[l], 0, M, h.groups, xq_b, xs_b, y_b[l],
                             o.out_dtype, ws_b, ws_bytes};
         layout_index[l] = ncand;
         cands[ncand++] = (candidate){run_gemm, &gc[l], 0.0, NAN, 0};
@@ -592,11 +580,9 @@ int fp8gemm_cmd_bench(int argc, char **argv) {
       fp8gemm_memory_free(ctx, ws_b);
       free_x(&h);
     }
-    for (int c = 0; c < CLI_MAX_COPIES; c++) {
-      free(wf[c]);
-      fp8gemm_weight_destroy(copies[0][c]);
-      fp8gemm_weight_destroy(copies[1][c]);
-    }
+    for (int c = 0; c < CLI_MAX_COPIES; c++) free(wf[c]);
+    cli_weights_destroy(&copies[0]);
+    cli_weights_destroy(&copies[1]);
     free(h.wq);
     free(h.ws);
     fflush(stdout);

@@ -202,8 +202,7 @@ double cli_check_rows(fp8gemm_context *host_ctx, const cli_layer *L, size_t M,
 }
 
 
-/* The copy for the next call, in turn. */
-static const fp8gemm_weight *cli_next_weight(const cli_weights *weights, int *next) {
+const fp8gemm_weight *cli_next_weight(const cli_weights *weights, int *next) {
   const fp8gemm_weight *w = weights->w[*next];
   *next = (*next + 1) % weights->count;
   return w;

@@ -82,6 +82,8 @@ typedef struct cli_weights {
 fp8gemm_status cli_weights_create(fp8gemm_context *ctx, const cli_layer *L, fp8gemm_layout layout,
                                   cli_weights *weights);
 void cli_weights_destroy(cli_weights *weights);
+/* The copy for the next call (weights->w[*next]), advancing *next in turn. */
+const fp8gemm_weight *cli_next_weight(const cli_weights *weights, int *next);
 
 /* Median seconds of one fp8gemm_linear (x in x_dtype, y in the same; backend
  * memory), the calls cycling through `weights`, after a warm-up, over
