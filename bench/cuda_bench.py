@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -124,14 +125,25 @@ def median_us(fn, rotations, iters, warmup=3):
 
 class GraphTimer:
     """Captures `calls` consecutive calls (cycling the rotated inputs) in one
-    CUDA graph and times its replays with events: no host launch gaps, as in
-    a serving engine. Our contexts are pointed at the capture stream."""
+    CUDA graph per candidate and times replays with events: no host launch
+    gaps, as in a serving engine. Our contexts are pointed at the capture
+    stream while capturing.
 
-    def __init__(self, lib, ctxs, calls, reps):
+    `compare` times several candidates (ours per layout, the peer, ...)
+    interleaved: each round replays every candidate once, in an order
+    rotated from round to round, and a candidate's time is the median of
+    its rounds. The card's clocks drift with power and temperature over a
+    run (an H200 gave the same build 776 or 878 us on 8192^3 in short runs,
+    session 12), so candidates timed one after another can see different
+    clocks; interleaved, they see the same ones, and their ratio holds."""
+
+    def __init__(self, lib, ctxs, calls, reps, warm_ms=20.0):
         self.lib, self.ctxs, self.calls, self.reps = lib, ctxs, calls, reps
+        self.warm_ms = warm_ms
         self.stream = torch.cuda.Stream()
 
-    def __call__(self, fn, rotations):
+    def capture(self, fn, rotations):
+        """Runs fn over the rotations once, then captures `calls` calls."""
         so = self.lib.so
         for c in self.ctxs.values():
             self.lib.check(so.fp8gemm_context_set_stream(c, self.stream.cuda_stream), "set_stream")
@@ -144,33 +156,69 @@ class GraphTimer:
             with torch.cuda.graph(graph, stream=self.stream):
                 for i in range(self.calls):
                     fn(i % rotations)
-            # Warm-up replays, ~20 ms of them: the first row of a shape, timed
-            # right after the weights' creation, measured up to 20% slow with
-            # one warm-up replay, and still with ten (~2 ms).
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            for _ in range(min(200, math.ceil(20.0 / max(start.elapsed_time(end), 1e-3)))):
-                graph.replay()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(self.reps):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) * 1000.0 / self.calls)
-            del graph
-            return statistics.median(times)
+            return graph
         finally:
             torch.cuda.synchronize()
             for c in self.ctxs.values():
                 so.fp8gemm_context_set_stream(c, C.c_void_p(torch.cuda.current_stream().cuda_stream))
+
+    @staticmethod
+    def _replay_us(graph):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1000.0
+
+    def time(self, graphs):
+        """graphs: {name: captured graph} -> {name: median us per call}."""
+        names = list(graphs)
+        # Warm-up, round-robin, ~warm_ms per candidate: the first row of a
+        # shape, timed right after the weights' creation, measured up to
+        # 20% slow with one warm-up replay, and still with ten (~2 ms).
+        first = {n: self._replay_us(graphs[n]) for n in names}
+        replays = min(200, math.ceil(self.warm_ms * 1000.0 / max(max(first.values()), 1.0)))
+        for _ in range(replays):
+            for n in names:
+                graphs[n].replay()
+        torch.cuda.synchronize()
+        times = {n: [] for n in names}
+        for rep in range(self.reps):
+            shift = rep % len(names)
+            for n in names[shift:] + names[:shift]:
+                times[n].append(self._replay_us(graphs[n]) / self.calls)
+        return {n: statistics.median(times[n]) for n in names}
+
+    def compare(self, fns, rotations):
+        """fns: {name: fn(rotation)} -> {name: median us per call}, interleaved."""
+        graphs = {n: self.capture(fn, rotations) for n, fn in fns.items()}
+        try:
+            return self.time(graphs)
+        finally:
+            del graphs
+            torch.cuda.synchronize()
+
+    def __call__(self, fn, rotations):
+        return self.compare({"only": fn}, rotations)["only"]
+
+
+def warm_up_card(seconds):
+    """Keeps the tensor cores busy for `seconds` before anything is timed, so
+    the first shapes do not run at the clocks of an idle card."""
+    if seconds <= 0:
+        return
+    a = torch.randn((8192, 8192), device="cuda", dtype=torch.bfloat16)
+    b = torch.randn((8192, 8192), device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+    del a, b
+    torch.cuda.empty_cache()
 
 
 def copy_rate_gbs():
@@ -270,8 +318,9 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
                                               DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
                                               ws_bytes), "gemm")
 
-            for layout in handles:
-                row[f"ours_{layout}_us"] = timer(lambda r: gemm(layout, r), rotations)
+            # Every candidate of the row is timed in one interleaved pass (GraphTimer.compare).
+            fns = {f"ours_{layout}_us": (lambda r, layout=layout: gemm(layout, r))
+                   for layout in handles}
             # Accuracy of ours against the peer on the same data (sanity, not the test).
             gemm("preshuffled_sm90", 0)
             ours_y = y.float().clone()
@@ -283,12 +332,43 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
                 peer_y = peer(pa[0], w_src[0].view(torch.float8_e4m3fn), psa[0], psb[0])[:M]
                 row["ours_vs_peer_rel"] = float((ours_y - peer_y.float()).norm() /
                                                 peer_y.float().norm())
-                row["peer_us"] = timer(
-                    lambda r: peer(pa[r], w_src[r].view(torch.float8_e4m3fn), psa[r], psb[r]),
-                    rotations)
+                fns["peer_us"] = lambda r: peer(pa[r], w_src[r].view(torch.float8_e4m3fn),
+                                                psa[r], psb[r])
             except Exception as e:  # the peer refuses the shape even padded
                 row["peer_us"] = None
                 row["peer_error"] = str(e).splitlines()[0][:200]
+            if M <= 128:
+                # Small and large kernel forced, on the preshuffled layout (crossover).
+                for kind in ("small", "large", "registers"):
+                    fns[f"{kind}_kernel_us"] = (
+                        lambda r, kind=kind: gemm("preshuffled_sm90", r, ctxs[kind]))
+            if M <= 32:
+                wl = "preshuffled_sm90"
+                ws2_bytes = lib.workspace_size(ctx, handles[wl][0], M)
+                ws2 = torch.empty((max(ws2_bytes, 256),), dtype=torch.uint8, device="cuda")
+                qx = torch.empty((M, K), dtype=torch.uint8, device="cuda")
+                qs = torch.empty((groups, M), dtype=torch.float32, device="cuda")
+
+                def linear(r):
+                    lib.check(lib.so.fp8gemm_linear(ctx, handles[wl][r], M, DTYPE_BF16,
+                                                    x16[r].data_ptr(), K, DTYPE_BF16,
+                                                    y.data_ptr(), N, ws2.data_ptr(), ws2_bytes),
+                              "linear")
+
+                def two_launch(r):
+                    lib.check(lib.so.fp8gemm_quantize_activations(
+                        ctx, M, K, DTYPE_BF16, x16[r].data_ptr(), K, qx.data_ptr(), K,
+                        qs.data_ptr(), SCALE_M_MAJOR, M), "quantize")
+                    lib.check(lib.so.fp8gemm_gemm(ctx, handles[wl][r], M, qx.data_ptr(), K,
+                                                  qs.data_ptr(), SCALE_M_MAJOR, M, DTYPE_BF16,
+                                                  y.data_ptr(), N, ws.data_ptr(), ws_bytes),
+                              "gemm")
+
+                fns["linear_fused_us"] = linear
+                fns["two_launch_us"] = two_launch
+            row.update(timer.compare(fns, rotations))
+            if M <= 32:
+                row["gemm_only_us"] = row["ours_preshuffled_sm90_us"]
             best_layout = min(handles, key=lambda l: row[f"ours_{l}_us"])
             best = row[f"ours_{best_layout}_us"]
             row["best_layout"] = best_layout
@@ -303,37 +383,6 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
             row["bytes_moved"] = moved
             row["ours_best_gbs"] = moved / (best * 1e-6) / 1e9
             row["roof_fraction"] = row["ours_best_gbs"] / copy_gbs
-            if M <= 128:
-                # Small and large kernel forced, on the preshuffled layout (crossover).
-                for kind in ("small", "large", "registers"):
-                    row[f"{kind}_kernel_us"] = timer(
-                        lambda r: gemm("preshuffled_sm90", r, ctxs[kind]), rotations)
-            if M <= 32:
-                wl = "preshuffled_sm90"
-
-                def linear(r):
-                    lib.check(lib.so.fp8gemm_linear(ctx, handles[wl][r], M, DTYPE_BF16,
-                                                    x16[r].data_ptr(), K, DTYPE_BF16,
-                                                    y.data_ptr(), N, ws2.data_ptr(), ws2_bytes),
-                              "linear")
-
-                ws2_bytes = lib.workspace_size(ctx, handles[wl][0], M)
-                ws2 = torch.empty((max(ws2_bytes, 256),), dtype=torch.uint8, device="cuda")
-                qx = torch.empty((M, K), dtype=torch.uint8, device="cuda")
-                qs = torch.empty((groups, M), dtype=torch.float32, device="cuda")
-
-                def two_launch(r):
-                    lib.check(lib.so.fp8gemm_quantize_activations(
-                        ctx, M, K, DTYPE_BF16, x16[r].data_ptr(), K, qx.data_ptr(), K,
-                        qs.data_ptr(), SCALE_M_MAJOR, M), "quantize")
-                    lib.check(lib.so.fp8gemm_gemm(ctx, handles[wl][r], M, qx.data_ptr(), K,
-                                                  qs.data_ptr(), SCALE_M_MAJOR, M, DTYPE_BF16,
-                                                  y.data_ptr(), N, ws.data_ptr(), ws_bytes),
-                              "gemm")
-
-                row["linear_fused_us"] = timer(linear, rotations)
-                row["two_launch_us"] = timer(two_launch, rotations)
-                row["gemm_only_us"] = row[f"ours_{wl}_us"]
             rows.append(row)
             print(json.dumps(row), flush=True)
             del xq, sx_mmajor, x16, y
@@ -407,6 +456,8 @@ def main():
     ap.add_argument("--png")
     ap.add_argument("--calls", type=int, default=20, help="calls per captured graph")
     ap.add_argument("--reps", type=int, default=15, help="timed graph replays (median)")
+    ap.add_argument("--warmup-s", type=float, default=2.0,
+                    help="seconds of tensor-core load before the first shape")
     ap.add_argument("--rotate-bytes", type=float, default=200e6)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--max-m", type=int, default=0, help="only rows with M <= this (0: all)")
@@ -433,6 +484,7 @@ def main():
     os.environ.pop("FP8GEMM_CUDA_CROSSOVER", None)
     os.environ.pop("FP8GEMM_CUDA_SMALL_KERNEL", None)
 
+    warm_up_card(args.warmup_s)
     copy_gbs = copy_rate_gbs()
     timer = GraphTimer(lib, ctxs, args.calls, args.reps)
     peer = peer_fn()
@@ -447,7 +499,9 @@ def main():
         "device_to_device_copy_gbs": copy_gbs,
         "library_device": lib.so.fp8gemm_context_device(ctxs["default"]).decode(),
         "method": "CUDA graph of --calls calls cycling inputs rotated through copies > L2; "
-                  "median over --reps replays of (replay time / calls), CUDA events",
+                  "a row's candidates interleaved, median over --reps rounds of "
+                  "(replay time / calls), CUDA events",
+        "warmup_s": args.warmup_s,
     }
     print(json.dumps(meta), flush=True)
     rows = []

@@ -4,7 +4,8 @@ blockwise scaled_mm, in one process (same card, same run), for a few shapes.
 A variant is a set of FP8GEMM_CUDA_* environment values read when its context
 is created (FP8GEMM_CUDA_LARGE_CONFIG, _GROUP_M, _LARGE_VARIANT, _CROSSOVER, ...).
 Timing as bench/cuda_bench.py: CUDA graphs of --calls calls over inputs
-rotated through more than L2, median of --reps replays.
+rotated through more than L2; a row's variants, layouts and the peer are
+replayed interleaved, and each time is the median of its --reps rounds.
 
   cuda_variants.py --lib L --shapes "4096,7168,2048;1,2112,7168" \
       --variants "base:;w192:FP8GEMM_CUDA_LARGE_CONFIG=192" [--layouts plain,sm90]
@@ -46,35 +47,52 @@ def main():
     ap.add_argument("--layouts", default="plain")
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--alt-lib", default="",
+                    help="other builds of the library, loaded beside --lib: PATH or "
+                         "NAME=PATH[,NAME=PATH...]; every variant is also timed on each, as "
+                         "VARIANT@NAME (NAME alt for a bare PATH), interleaved with the rest")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--linear", action="store_true",
                     help="time fp8gemm_linear on bf16 x (quantize + GEMM, fused where enabled)")
     ap.add_argument("--x-hot", action="store_true",
                     help="one activation set for every call (x stays in L2, as the previous "
                          "layer's output would); the weights still rotate")
+    ap.add_argument("--warmup-s", type=float, default=2.0,
+                    help="seconds of tensor-core load before the first shape")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
     gen = torch.Generator(device="cuda")
     gen.manual_seed(1234)
-    lib = cb.Lib(args.lib)
+    # Builds: the library under test, and with --alt-lib a second build of it
+    # (a patched kernel, an older commit) whose variants are named NAME@alt.
+    builds = {"": cb.Lib(args.lib)}
+    for item in (v for v in args.alt_lib.split(",") if v):
+        name, _, path = item.rpartition("=")
+        builds["@" + (name or "alt")] = cb.Lib(path)
     stream = torch.cuda.current_stream().cuda_stream
     variants = parse_variants(args.variants)
-    variant_env = dict(variants)
-    ctxs = {}
-    for name, env in variants:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        ctxs[name] = lib.context(stream)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    ctxs, variant_env, ctx_lib = {}, {}, {}
+    for suffix, lib in builds.items():
+        for name, env in variants:
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            ctxs[name + suffix] = lib.context(stream)
+            variant_env[name + suffix] = env
+            ctx_lib[name + suffix] = suffix
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     layouts = {"plain": cb.LAYOUT_PLAIN, "sm90": cb.LAYOUT_SM90}
     want_layouts = [l for l in args.layouts.split(",") if l]
     shapes = args.once or args.shapes
-    timer = cb.GraphTimer(lib, ctxs, args.calls, args.reps)
+    timers = {suffix: cb.GraphTimer(lib, {n: c for n, c in ctxs.items() if ctx_lib[n] == suffix},
+                                    args.calls, args.reps) for suffix, lib in builds.items()}
+    timer = timers[""]
+    if not args.once:
+        cb.warm_up_card(args.warmup_s)
     peer = None if args.no_peer or args.once else cb.peer_fn()
     rows = []
     for spec in shapes.split(";"):
@@ -98,21 +116,28 @@ def main():
             sx = [sx[0]] * rot
             x16 = [x16[0]] * rot if x16 else None
         y = torch.empty((M, N), dtype=torch.bfloat16, device="cuda")
-        ctx0 = next(iter(ctxs.values()))
         row = {"M": M, "N": N, "K": K}
         ref = None
-        for lname in want_layouts:
+        # Every variant, layout and the peer are captured first and timed in
+        # one interleaved pass (cb.GraphTimer.time): they see the same clocks.
+        graphs, all_handles, keep = {}, [], []
+        for suffix, lname in ((s, l) for s in builds for l in want_layouts):
+            lib = builds[suffix]
+            mine = {n: c for n, c in ctxs.items() if ctx_lib[n] == suffix}
+            ctx0 = next(iter(mine.values()))
             handles = [lib.weight(ctx0, w_src[r], w_scale[r], layouts[lname]) for r in range(rot)]
-            ws_bytes = max(lib.workspace_size(c, handles[0], M) for c in ctxs.values())
+            all_handles += [(lib, h) for h in handles]
+            ws_bytes = max(lib.workspace_size(c, handles[0], M) for c in mine.values())
             ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
-            for vname, ctx in ctxs.items():
+            keep.append(ws)
+            for vname, ctx in mine.items():
                 # Knobs read per call (FP8GEMM_CUDA_STREAM_*) must be set while
                 # this variant's calls (and graph captures) run, not only at
                 # context creation.
                 saved_env = {k: os.environ.get(k) for k in variant_env[vname]}
                 os.environ.update(variant_env[vname])
 
-                def gemm(r, ctx=ctx):
+                def gemm(r, ctx=ctx, handles=handles, ws=ws, ws_bytes=ws_bytes, lib=lib):
                     if args.linear:
                         lib.check(lib.so.fp8gemm_linear(ctx, handles[r], M, cb.DTYPE_BF16,
                                                         x16[r].data_ptr(), K, cb.DTYPE_BF16,
@@ -123,31 +148,28 @@ def main():
                                                   sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
                                                   cb.DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
                                                   ws_bytes), "gemm")
-                def restore():
+                try:
+                    if args.once:
+                        for r in range(3):
+                            gemm(r)
+                        torch.cuda.synchronize()
+                        continue
+                    y.fill_(float("nan"))
+                    gemm(0)
+                    torch.cuda.synchronize()
+                    out = y.float()
+                    if ref is None:
+                        ref = out.clone()
+                    rel = float((out - ref).norm() / ref.norm())
+                    bad = bool(torch.isnan(out).any())
+                    graphs[f"{vname}/{lname}_us"] = timers[suffix].capture(gemm, rot)
+                    row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
+                finally:
                     for k, v in saved_env.items():
                         if v is None:
                             os.environ.pop(k, None)
                         else:
                             os.environ[k] = v
-                if args.once:
-                    for r in range(3):
-                        gemm(r)
-                    torch.cuda.synchronize()
-                    restore()
-                    continue
-                y.fill_(float("nan"))
-                gemm(0)
-                torch.cuda.synchronize()
-                out = y.float()
-                if ref is None:
-                    ref = out.clone()
-                rel = float((out - ref).norm() / ref.norm())
-                bad = bool(torch.isnan(out).any())
-                row[f"{vname}/{lname}_us"] = timer(gemm, rot)
-                row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
-                restore()
-            for h in handles:
-                lib.so.fp8gemm_weight_destroy(h)
         if peer is not None:
             try:
                 pa, psa, psb, padded = cb.peer_operands(xq, sx, w_scale, M, groups, nb, peer,
@@ -158,12 +180,18 @@ def main():
                             psb[0])[:M].float()
                 if ref is not None:
                     row["first_vs_peer_rel"] = float((ref - pref).norm() / pref.norm())
-                row["peer_us"] = timer(
+                graphs["peer_us"] = timer.capture(
                     lambda r: peer(pa[r], w_src[r].view(torch.float8_e4m3fn), psa[r], psb[r]),
                     rot)
             except Exception as e:
                 row["peer_us"] = None
                 row["peer_error"] = str(e).splitlines()[0][:120]
+        if graphs:
+            row.update(timer.time(graphs))
+        del graphs
+        torch.cuda.synchronize()
+        for lib, h in all_handles:
+            lib.so.fp8gemm_weight_destroy(h)
         if not args.once:
             print(json.dumps(row), flush=True)
             rows.append(row)
