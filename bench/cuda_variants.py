@@ -12,6 +12,7 @@ replayed interleaved, and each time is the median of its --reps rounds.
   cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls, 3 weights)
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,21 @@ def parse_variants(text):
                 env[k.strip()] = v.strip()
         out.append((name.strip(), env))
     return out
+
+
+@contextlib.contextmanager
+def environment(env):
+    """Sets env while the block runs, then restores what was there."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main():
@@ -64,32 +80,26 @@ def main():
 
     gen = torch.Generator(device="cuda")
     gen.manual_seed(1234)
-    # Builds: the library under test, and with --alt-lib a second build of it
-    # (a patched kernel, an older commit) whose variants are named NAME@alt.
+    # Builds: the library under test (suffix ""), and with --alt-lib other
+    # builds of it (a patched kernel, an older commit), suffix "@NAME".
     builds = {"": cb.Lib(args.lib)}
     for item in (v for v in args.alt_lib.split(",") if v):
         name, _, path = item.rpartition("=")
         builds["@" + (name or "alt")] = cb.Lib(path)
     stream = torch.cuda.current_stream().cuda_stream
     variants = parse_variants(args.variants)
-    ctxs, variant_env, ctx_lib = {}, {}, {}
+    variant_env = dict(variants)
+    ctxs = {}  # suffix -> variant name -> context of that build
     for suffix, lib in builds.items():
+        ctxs[suffix] = {}
         for name, env in variants:
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            ctxs[name + suffix] = lib.context(stream)
-            variant_env[name + suffix] = env
-            ctx_lib[name + suffix] = suffix
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            with environment(env):
+                ctxs[suffix][name] = lib.context(stream)
     layouts = {"plain": cb.LAYOUT_PLAIN, "sm90": cb.LAYOUT_SM90}
     want_layouts = [l for l in args.layouts.split(",") if l]
     shapes = args.once or args.shapes
-    timers = {suffix: cb.GraphTimer(lib, {n: c for n, c in ctxs.items() if ctx_lib[n] == suffix},
-                                    args.calls, args.reps) for suffix, lib in builds.items()}
+    timers = {suffix: cb.GraphTimer(lib, ctxs[suffix], args.calls, args.reps)
+              for suffix, lib in builds.items()}
     timer = timers[""]
     if not args.once:
         cb.warm_up_card(args.warmup_s)
@@ -122,8 +132,7 @@ def main():
         # one interleaved pass (cb.GraphTimer.time): they see the same clocks.
         graphs, all_handles, keep = {}, [], []
         for suffix, lname in ((s, l) for s in builds for l in want_layouts):
-            lib = builds[suffix]
-            mine = {n: c for n, c in ctxs.items() if ctx_lib[n] == suffix}
+            lib, mine = builds[suffix], ctxs[suffix]
             ctx0 = next(iter(mine.values()))
             handles = [lib.weight(ctx0, w_src[r], w_scale[r], layouts[lname]) for r in range(rot)]
             all_handles += [(lib, h) for h in handles]
@@ -131,12 +140,6 @@ def main():
             ws = torch.empty((max(ws_bytes, 256),), dtype=torch.uint8, device="cuda")
             keep.append(ws)
             for vname, ctx in mine.items():
-                # Knobs read per call (FP8GEMM_CUDA_STREAM_*) must be set while
-                # this variant's calls (and graph captures) run, not only at
-                # context creation.
-                saved_env = {k: os.environ.get(k) for k in variant_env[vname]}
-                os.environ.update(variant_env[vname])
-
                 def gemm(r, ctx=ctx, handles=handles, ws=ws, ws_bytes=ws_bytes, lib=lib):
                     if args.linear:
                         lib.check(lib.so.fp8gemm_linear(ctx, handles[r], M, cb.DTYPE_BF16,
@@ -148,7 +151,10 @@ def main():
                                                   sx[r].data_ptr(), cb.SCALE_M_MAJOR, M,
                                                   cb.DTYPE_BF16, y.data_ptr(), N, ws.data_ptr(),
                                                   ws_bytes), "gemm")
-                try:
+                # Knobs read per call (FP8GEMM_CUDA_STREAM_*) must be set while
+                # this variant's calls (and graph captures) run, not only at
+                # context creation.
+                with environment(variant_env[vname]):
                     if args.once:
                         for r in range(3):
                             gemm(r)
@@ -162,14 +168,9 @@ def main():
                         ref = out.clone()
                     rel = float((out - ref).norm() / ref.norm())
                     bad = bool(torch.isnan(out).any())
-                    graphs[f"{vname}/{lname}_us"] = timers[suffix].capture(gemm, rot)
-                    row[f"{vname}/{lname}_vs_first"] = rel if not bad else "NaN"
-                finally:
-                    for k, v in saved_env.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
+                    key = f"{vname}{suffix}/{lname}"
+                    graphs[f"{key}_us"] = timers[suffix].capture(gemm, rot)
+                    row[f"{key}_vs_first"] = rel if not bad else "NaN"
         if peer is not None:
             try:
                 pa, psa, psb, padded = cb.peer_operands(xq, sx, w_scale, M, groups, nb, peer,

@@ -180,9 +180,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rc = 0;
+  long left = 0; /* over all files; o.changed and o.left count one file */
   for (int i = first; i < argc; i++) {
-    o.changed = 0;
+    o.changed = o.left = 0;
     rc |= edit_file(argv[i], &o);
+    left += o.left;
     printf("%s: %ld FFMAs %s\n", argv[i], o.check ? o.left : o.changed,
            o.check ? "left with hints" : "edited");
   }
@@ -192,6 +194,6 @@ int main(int argc, char **argv) {
             o.kernels);
     return 1;
   }
-  if (o.check && o.left > 0) return 1;
+  if (o.check && left > 0) return 1;
   return rc;
 }
