@@ -1,11 +1,14 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t tu_seed(void) {
   const char *env = getenv("FP8GEMM_TEST_SEED");
@@ -153,4 +156,36 @@ double *tu_reference(const tu_problem *p) {
                                p->groups, p->wq, FP8GEMM_LAYOUT_PLAIN, p->w_scale, p->bias, ref,
                                p->N));
   return ref;
+}
+
+int tu_run_program(const char *program, const char *log, char *output, size_t output_cap,
+                   const char *first, va_list args) {
+  const char *argv[32] = {program};
+  int argc = 1;
+  for (const char *a = first; a; a = va_arg(args, const char *)) {
+    if (argc == 31) fail_msg("%s: more than 30 arguments", program);
+    argv[argc++] = a;
+  }
+  argv[argc] = NULL;
+  fflush(NULL); /* the child must not repeat buffered output */
+  const pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    const int fd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644) : open("/dev/null", O_WRONLY);
+    if (fd < 0) _exit(126);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(program, (char *const *)argv);
+    _exit(127);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (log && output && output_cap > 0) {
+    FILE *f = fopen(log, "rb");
+    const size_t n = f ? fread(output, 1, output_cap - 1, f) : 0;
+    output[n] = '\0';
+    if (f) fclose(f);
+    unlink(log);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

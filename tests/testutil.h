@@ -27,6 +27,12 @@ void tu_fill_normal(tu_rng *rng, float *dst, size_t count, float scale);
 void *tu_malloc(size_t bytes); /* fails the test on NULL */
 /* The whole file (one spare byte after it); fails the test if it cannot be read. */
 void *tu_read_file(const char *path, size_t *size);
+/* Runs `program` with the NULL-terminated arguments `args` (at most 30),
+ * its stdout and stderr into the file `log` (NULL: discarded). With a log
+ * and `output`, the log's first output_cap - 1 bytes are copied there and
+ * the log removed. Its exit status; -1 if it did not exit. */
+int tu_run_program(const char *program, const char *log, char *output, size_t output_cap,
+                   const char *first, va_list args);
 
 /* Descriptor of an e4m3 weight [N, K] in host memory, stored in `layout`,
  * with fp32 block scales and an optional fp32 bias, to be created in

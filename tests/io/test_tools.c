@@ -5,13 +5,11 @@
  * the tuned table `fp8gemm tune` writes. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -34,35 +32,13 @@ static const char *path_in(const char *name) {
 /* Runs the CLI with a NULL-terminated argument list; returns its exit
  * status and keeps its output in out_text. */
 static int run_cli(const char *first, ...) {
-  const char *argv[32] = {FP8GEMM_CLI_PATH};
-  int argc = 1;
-  va_list args;
-  va_start(args, first);
-  for (const char *a = first; a && argc < 31; a = va_arg(args, const char *)) argv[argc++] = a;
-  va_end(args);
-  argv[argc] = NULL;
   char log[512];
   snprintf(log, sizeof log, "%s/cli.log", dir);
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) _exit(126);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execv(FP8GEMM_CLI_PATH, (char *const *)argv);
-    _exit(127);
-  }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  FILE *f = fopen(log, "rb");
-  size_t n = f ? fread(out_text, 1, sizeof out_text - 1, f) : 0;
-  out_text[n] = '\0';
-  if (f) fclose(f);
-  unlink(log);
-  assert_true(WIFEXITED(status));
-  return WEXITSTATUS(status);
+  va_list args;
+  va_start(args, first);
+  const int status = tu_run_program(FP8GEMM_CLI_PATH, log, out_text, sizeof out_text, first, args);
+  va_end(args);
+  return status;
 }
 
 #define EXPECT_OUTPUT(needle)                                                         \

@@ -3,13 +3,11 @@
  * a long FFMA run, a short one and other instructions, and a kernel that
  * does not match. Only the hint bits of the long run's FFMAs may change;
  * --share, --check, files without device code and broken headers. */
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -109,25 +107,11 @@ static size_t read_file(const char *path, unsigned char *data, size_t cap) {
 
 /* Runs the tool with a NULL-terminated argument list; its exit status. */
 static int run_tool(const char *first, ...) {
-  const char *argv[16] = {FP8GEMM_SASS_HINTS_PATH};
-  int argc = 1;
   va_list args;
   va_start(args, first);
-  for (const char *a = first; a && argc < 15; a = va_arg(args, const char *)) argv[argc++] = a;
+  const int status = tu_run_program(FP8GEMM_SASS_HINTS_PATH, NULL, NULL, 0, first, args);
   va_end(args);
-  argv[argc] = NULL;
-  fflush(NULL);
-  const pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    const int fd = open("/dev/null", O_WRONLY);
-    if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
-    execv(FP8GEMM_SASS_HINTS_PATH, (char *const *)argv);
-    _exit(127);
-  }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return status;
 }
 
 /* Expects `got` to be the original with the hints of the first `edited`
