@@ -143,8 +143,9 @@ class GraphTimer:
         self.stream = torch.cuda.Stream()
 
     def capture(self, fn, rotations):
-        """Runs fn over the rotations once, then captures `calls` calls."""
-        so = self.lib.so
+        """Runs fn over the rotations once, then captures `calls` calls.
+        (lib may be None when ctxs is empty: torch-only candidates.)"""
+        so = self.lib.so if self.ctxs else None
         for c in self.ctxs.values():
             self.lib.check(so.fp8gemm_context_set_stream(c, self.stream.cuda_stream), "set_stream")
         try:

@@ -3,51 +3,31 @@
 (cuBLASLt / CUTLASS behind torch._scaled_mm and torch.matmul), as a yardstick
 for the blockwise FP8 GEMM: per-tensor scales (no per-group promotion at all),
 row-wise scales, the blockwise 1x128 / 128x128 scales that our kernels and the
-peer compute, and bf16. Inputs rotate over 3 sets; CUDA graphs of 10 calls;
-median of 7 replays.
+peer compute, and bf16. Inputs rotate over 3 sets; one CUDA graph of 10 calls
+per case, the cases of a shape timed interleaved (cuda_bench.GraphTimer:
+median of --reps rounds) after a --warmup-s tensor-core load.
 
   python3 bench/fp8_ceiling.py [--shapes "M,N,K;..."] [--json OUT]
 """
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from cuda_bench import peer_fn  # noqa: E402  (the peer as cuda_bench calls it)
-
-
-def graph_us(fn, rotations=3, calls=10, reps=7):
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for i in range(rotations):
-            fn(i)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for i in range(calls):
-            fn(i % rotations)
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0 / calls)
-    return statistics.median(times)
+from cuda_bench import GraphTimer, peer_fn, warm_up_card  # noqa: E402  (as cuda_bench times)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="8192,8192,8192;4096,7168,16384;4096,7168,2048;4096,4096,7168")
     ap.add_argument("--json", default="")
+    ap.add_argument("--reps", type=int, default=11)
+    ap.add_argument("--warmup-s", type=float, default=2.0)
     args = ap.parse_args()
+    warm_up_card(args.warmup_s)
+    timer = GraphTimer(None, {}, calls=10, reps=args.reps)
     fp8, bf16 = torch.float8_e4m3fn, torch.bfloat16
     gen = torch.Generator(device="cuda").manual_seed(5)
     peer = peer_fn()
@@ -76,15 +56,22 @@ def main():
             "blockwise": lambda i: peer(a[i], b[i], sa_blk, sb_blk),
             "bf16": lambda i: ab[i] @ bb[i].t(),
         }
-        cells = []
+        graphs = {}
         for name, fn in cases.items():
             try:
-                us = graph_us(fn)
+                graphs[name] = timer.capture(fn, 3)
+            except Exception as exc:  # a scaling mode this torch/cuBLASLt refuses
+                row[name + "_error"] = str(exc).splitlines()[0][:200]
+        times = timer.time(graphs) if graphs else {}
+        del graphs
+        cells = []
+        for name in cases:
+            if name in times:
+                us = times[name]
                 row[name + "_us"] = us
                 row[name + "_tflops"] = flop / us / 1e6
                 cells += [f"{us:.1f}", f"{flop / us / 1e6:.0f}"]
-            except Exception as exc:  # a scaling mode this torch/cuBLASLt refuses
-                row[name + "_error"] = str(exc).splitlines()[0][:200]
+            else:
                 cells += ["-", "-"]
         rows.append(row)
         print(f"| {M} | {N} | {K} | " + " | ".join(cells) + " |", flush=True)
