@@ -16,6 +16,7 @@ usage: cuda_bench.py --lib build/libfp8gemm.so --shapes shared/shapes.csv
                      --out bench/results/cuda-h100.json [--quick]
 """
 import argparse
+import contextlib
 import ctypes as C
 import datetime
 import json
@@ -203,6 +204,22 @@ class GraphTimer:
 
     def __call__(self, fn, rotations):
         return self.compare({"only": fn}, rotations)["only"]
+
+
+@contextlib.contextmanager
+def environment(env):
+    """Sets env while the block runs, then restores what was there (the
+    library reads its FP8GEMM_CUDA_* knobs at context creation)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def warm_up_card(seconds):
@@ -475,15 +492,13 @@ def main():
     # file and its "default" variants must be the library's default.
     os.environ.setdefault("FP8GEMM_CUDA_FUSED_MAX_M", "32")
     ctxs = {"default": lib.context(stream)}
-    for kind, value in (("small", "1000000"), ("large", "0")):
-        os.environ["FP8GEMM_CUDA_CROSSOVER"] = value
-        ctxs[kind] = lib.context(stream)
-    # The register-streaming small kernel (the decode kernel before the TMA-ring one).
-    os.environ["FP8GEMM_CUDA_CROSSOVER"] = "1000000"
-    os.environ["FP8GEMM_CUDA_SMALL_KERNEL"] = "registers"
-    ctxs["registers"] = lib.context(stream)
-    os.environ.pop("FP8GEMM_CUDA_CROSSOVER", None)
-    os.environ.pop("FP8GEMM_CUDA_SMALL_KERNEL", None)
+    for kind, env in (("small", {"FP8GEMM_CUDA_CROSSOVER": "1000000"}),
+                      ("large", {"FP8GEMM_CUDA_CROSSOVER": "0"}),
+                      # The register-streaming small kernel (the decode kernel before the TMA-ring one).
+                      ("registers", {"FP8GEMM_CUDA_CROSSOVER": "1000000",
+                                     "FP8GEMM_CUDA_SMALL_KERNEL": "registers"})):
+        with environment(env):
+            ctxs[kind] = lib.context(stream)
 
     warm_up_card(args.warmup_s)
     copy_gbs = copy_rate_gbs()

@@ -23,16 +23,8 @@ DS = "2112,7168;24576,1536;32768,512;7168,16384;4096,7168;7168,2048"
 
 
 def ctx_with(lib, stream, env):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with cb.environment(env):
         return lib.context(stream)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main():

@@ -12,7 +12,6 @@ replayed interleaved, and each time is the median of its --reps rounds.
   cuda_variants.py --lib L --once 4096,7168,2048 --variants "base:" (for ncu: 3 calls, 3 weights)
 """
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -37,21 +36,6 @@ def parse_variants(text):
                 env[k.strip()] = v.strip()
         out.append((name.strip(), env))
     return out
-
-
-@contextlib.contextmanager
-def environment(env):
-    """Sets env while the block runs, then restores what was there."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main():
@@ -93,7 +77,7 @@ def main():
     for suffix, lib in builds.items():
         ctxs[suffix] = {}
         for name, env in variants:
-            with environment(env):
+            with cb.environment(env):
                 ctxs[suffix][name] = lib.context(stream)
     layouts = {"plain": cb.LAYOUT_PLAIN, "sm90": cb.LAYOUT_SM90}
     want_layouts = [l for l in args.layouts.split(",") if l]
@@ -154,7 +138,7 @@ def main():
                 # Knobs read per call (FP8GEMM_CUDA_STREAM_*) must be set while
                 # this variant's calls (and graph captures) run, not only at
                 # context creation.
-                with environment(variant_env[vname]):
+                with cb.environment(variant_env[vname]):
                     if args.once:
                         for r in range(3):
                             gemm(r)
