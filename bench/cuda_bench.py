@@ -193,11 +193,21 @@ class GraphTimer:
                 times[n].append(self._replay_us(graphs[n]) / self.calls)
         return {n: statistics.median(times[n]) for n in names}
 
-    def compare(self, fns, rotations):
-        """fns: {name: fn(rotation)} -> {name: median us per call}, interleaved."""
-        graphs = {n: self.capture(fn, rotations) for n, fn in fns.items()}
+    def compare(self, fns, rotations, errors=None):
+        """fns: {name: fn(rotation)} -> {name: median us per call}, interleaved.
+        With an `errors` dict, a candidate whose first calls or capture raise
+        (a peer refusing a shape) is left out and its message kept there
+        under its name; without one, the exception propagates."""
+        graphs = {}
         try:
-            return self.time(graphs)
+            for n, fn in fns.items():
+                try:
+                    graphs[n] = self.capture(fn, rotations)
+                except Exception as exc:
+                    if errors is None:
+                        raise
+                    errors[n] = str(exc).splitlines()[0][:200]
+            return self.time(graphs) if graphs else {}
         finally:
             del graphs
             torch.cuda.synchronize()
@@ -384,7 +394,12 @@ def bench_shape(lib, ctxs, set_name, N, K, ms, args, gen, copy_gbs, peer, timer)
 
                 fns["linear_fused_us"] = linear
                 fns["two_launch_us"] = two_launch
-            row.update(timer.compare(fns, rotations))
+            errors = {}
+            row.update(timer.compare(fns, rotations, errors))
+            for name, message in errors.items():
+                if name != "peer_us":  # only the peer may refuse; ours must run
+                    raise RuntimeError(f"{name}: {message}")
+                row["peer_us"], row["peer_error"] = None, message
             if M <= 32:
                 row["gemm_only_us"] = row["ours_preshuffled_sm90_us"]
             best_layout = min(handles, key=lambda l: row[f"ours_{l}_us"])
