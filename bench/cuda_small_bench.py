@@ -97,14 +97,15 @@ def main():
                     row[f"{n}_{kind}_us"] = timers[n](lambda r, c=c: gemm(r, c), rot)
                 if n == "new" and M in splits_ms:
                     for sp in splits:
-                        os.environ["FP8GEMM_CUDA_SMALL_SPLITS"] = str(sp)
-                        c = ctxs[n]["small"]
-                        gemm(0, c)
-                        torch.cuda.synchronize()
-                        e = float((y.float() - outs["new_small"]).norm() / outs["new_small"].norm())
-                        row[f"new_small_s{sp}_us"] = timers[n](lambda r, c=c: gemm(r, c), rot)
-                        row[f"new_small_s{sp}_rel"] = e
-                        del os.environ["FP8GEMM_CUDA_SMALL_SPLITS"]
+                        # Read at each call, not at context creation.
+                        with cb.environment({"FP8GEMM_CUDA_SMALL_SPLITS": str(sp)}):
+                            c = ctxs[n]["small"]
+                            gemm(0, c)
+                            torch.cuda.synchronize()
+                            e = float((y.float() - outs["new_small"]).norm()
+                                      / outs["new_small"].norm())
+                            row[f"new_small_s{sp}_us"] = timers[n](lambda r, c=c: gemm(r, c), rot)
+                            row[f"new_small_s{sp}_rel"] = e
                 if n == "new" and M <= 16:
                     c = ctxs[n]["small"]
 
@@ -156,7 +157,6 @@ def main():
     print("\n| M | N | K | " + " | ".join(keys) + " | new roof % | x torch |")
     for r in rows:
         cells = ["-" if r.get(k) is None else f"{r[k]:.1f}" for k in keys]
-        best = min(v for v in (r.get("new_small_us"), r.get("new_large_us")) if v)
         pct = 100 * r["roof_us"] / r["new_small_us"]
         xt = f"{r['peer_us'] / r['new_small_us']:.2f}" if r.get("peer_us") else "-"
         print(f"| {r['M']} | {r['N']} | {r['K']} | " + " | ".join(cells) + f" | {pct:.0f} | {xt} |")
