@@ -169,7 +169,7 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   env = getenv("FP8GEMM_CUDA_SPLIT_MIN_GROUPS");
   if (env && *env) s->split_min_k_groups = atoi(env);
   env = getenv("FP8GEMM_CUDA_LARGE_PIPE");
-  if (env && *env) s->large_pipelined = atoi(env) != 0;
+  s->large_pipelined = env && *env ? atoi(env) != 0 : -1;
   env = getenv("FP8GEMM_CUDA_SMALL_KERNEL");
   s->small_registers = env && strcmp(env, "registers") == 0;
 

@@ -47,7 +47,7 @@ typedef struct fp8gemm_cuda_state {
   int large_group_m;            /* FP8GEMM_CUDA_GROUP_M: M-blocks per rasterization group */
   int large_variant;            /* FP8GEMM_CUDA_LARGE_VARIANT: benchmark switch */
   int split_min_k_groups;       /* large-M K split only from this many K groups (FP8GEMM_CUDA_SPLIT_MIN_GROUPS) */
-  int large_pipelined;          /* FP8GEMM_CUDA_LARGE_PIPE=1: the built-in choices, pipelined */
+  int large_pipelined;          /* FP8GEMM_CUDA_LARGE_PIPE: 1 every large-M launch pipelined, 0 none, -1 built-in */
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
   int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
   int stream_max_clusters[9];   /* [P], P = 2..8: clusters of P decode CTAs resident at once */

@@ -47,9 +47,10 @@
  * ahead through pointers advanced by constants (scales staged in shared
  * memory by a producer warp measured slower on short K).
  *
- * Pipelined variants (FP8GEMM_CUDA_LARGE_CONFIG=128p / 192p / 256p, or
- * FP8GEMM_CUDA_LARGE_PIPE=1 for the built-in widths and splits; not the
- * default until measured): batches alternate between two partials that
+ * Pipelined variants (the default for 256-wide tiles since session 15;
+ * FP8GEMM_CUDA_LARGE_CONFIG=128p / 192p / 256p forces one,
+ * FP8GEMM_CUDA_LARGE_PIPE=1 / 0 pipelines every built-in width and split
+ * / none): batches alternate between two partials that
  * take the registers of one partial otherwise (128: one 128-wide batch per
  * group, two partials of 64; 192: 2 x 96 in 48 each; 256: 4 x 64 in 32
  * each), and each batch is issued before the previous one is promoted, so
@@ -909,9 +910,17 @@ LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
   /* 224-wide tiles stay forced-only: 1024 x 7168 x 16384 ran 222.4 us
    * against 238.9 for 256 on an H200 but 232.6 against 227.1 on an H100
    * (session 8), and they lose at K = 2048 and at M >= 4096. */
-  LargeConfig c = {256, 1, 0};
-  if (cost(192) < cost(c.bn)) c.bn = 192;
-  if (cost(128) < cost(c.bn)) c.bn = 128;
+  /* 256-wide tiles run the pipelined consumer loop: against the unpipelined
+   * one (FP8GEMM_CUDA_LARGE_PIPE=0) it took 0.8-5.5% off every DeepSeek-V3
+   * shape that takes them, both layouts, in two calls on an H100 (4096 x
+   * 7168 x 16384: 853-871 us against 891-911), and 8192^3 within noise
+   * (bench/results/cuda-h100-2026-12-07-s15.md). 192p lost on 4096 x
+   * 2112 x 7168 preshuffled (139 us against 124) and 4096 x 32768 x 512
+   * plain (192 against 180); 128-wide launches (split-K, narrow N) were
+   * not measured pipelined against not. Both stay unpipelined. */
+  LargeConfig c = {256, 1, 1};
+  if (cost(192) < cost(c.bn)) c = LargeConfig{192, 1, 0};
+  if (cost(128) < cost(c.bn)) c = LargeConfig{128, 1, 0};
   return c;
 }
 
@@ -1037,8 +1046,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
     }
   }
 
-  /* FP8GEMM_CUDA_LARGE_PIPE=1: the same widths and splits, pipelined. */
-  if (s->large_config.bn == 0 && s->large_pipelined && config.cm == 1) config.pipelined = 1;
+  /* FP8GEMM_CUDA_LARGE_PIPE=1 / 0: the same widths and splits, every one
+   * pipelined / none. */
+  if (s->large_config.bn == 0 && s->large_pipelined >= 0 && config.cm == 1)
+    config.pipelined = s->large_pipelined;
   const int bn = config.bn;
   p.n_blocks = (p.N + bn - 1) / bn;
   p.m_units = (p.m_blocks + config.cm - 1) / config.cm;
