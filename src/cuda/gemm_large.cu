@@ -901,11 +901,25 @@ void plan_large_splits(const fp8gemm_cuda_state *s, long long tiles, int k_group
  * 115 us vs 145. Clusters sharing the weight tile (FP8GEMM_CUDA_LARGE_CONFIG
  * 256/2x1, 192/2x1) measured from 8% faster to 10% slower, so they are
  * not the default. */
-LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
+LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N, int k_groups) {
+  /* From K = 4096 a 256-wide column counts 0.95: pipelined (below), its
+   * tiles run long K faster per column than 192-wide ones. That turns
+   * 8192^3 (16 waves of 256 against 21 of 192), 2048-4096 x 32768 x 8192
+   * and 6144 x 7168 x 16384 to 256: 0.5-7.2% faster than 192 in two runs,
+   * both layouts, on an H100, but for one cell at -0.4% (8192^3 1004-1039
+   * us against 1033-1088);
+   * 6144 x 4608 x 7168 moved -2.4 / +3.0% (plain / preshuffled) and
+   * 6144 x 1024 x 8192 gained 7-8% over 128 (session 15,
+   * bench/results/cuda-h100-2026-12-07-s15.md section 7). Short K keeps
+   * the plain count: at K = 512 the 192-wide tiles won (4096 x 32768 x
+   * 512: 185 us against 203). */
   auto cost = [&](int bn) {
     const long long tiles = (long long)m_blocks * ((N + bn - 1) / bn);
     const long long waves = (tiles + s->sm_count - 1) / s->sm_count;
-    return bn == 128 ? waves * bn * 13 / 10 : waves * bn;
+    const long long columns = waves * bn * 100;
+    if (bn == 128) return columns * 13 / 10;
+    if (bn == 256 && k_groups >= 32) return columns * 95 / 100;
+    return columns;
   };
   /* 224-wide tiles stay forced-only: 1024 x 7168 x 16384 ran 222.4 us
    * against 238.9 for 256 on an H200 but 232.6 against 227.1 on an H100
@@ -913,8 +927,8 @@ LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N) {
   /* 256-wide tiles run the pipelined consumer loop: against the unpipelined
    * one (FP8GEMM_CUDA_LARGE_PIPE=0) it took 0.8-5.5% off every DeepSeek-V3
    * shape that takes them, both layouts, in two calls on an H100 (4096 x
-   * 7168 x 16384: 853-871 us against 891-911), and 8192^3 within noise
-   * (bench/results/cuda-h100-2026-12-07-s15.md). 192p lost on 4096 x
+   * 7168 x 16384: 853-871 us against 891-911;
+   * bench/results/cuda-h100-2026-12-07-s15.md). 192p lost on 4096 x
    * 2112 x 7168 preshuffled (139 us against 124) and 4096 x 32768 x 512
    * plain (192 against 180); 128-wide launches (split-K, narrow N) were
    * not measured pipelined against not. Both stay unpipelined. */
@@ -1032,7 +1046,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_large(fp8gemm_cuda_state *s,
   /* FP8GEMM_CUDA_LARGE_CONFIG (benchmarks, tests) forces one configuration,
    * unsplit; else fewer 128 x 128 tiles than SMs split K over 128-wide
    * tiles, one CTA each. */
-  LargeConfig config = default_config(s, p.m_blocks, p.N);
+  LargeConfig config = default_config(s, p.m_blocks, p.N, p.k_groups);
   const long long narrow_tiles = (long long)p.m_blocks * p.w_block_rows;
   if (s->large_config.bn != 0) {
     config = s->large_config;
