@@ -912,13 +912,15 @@ LargeConfig default_config(const fp8gemm_cuda_state *s, int m_blocks, int N, int
    * 6144 x 1024 x 8192 gained 7-8% over 128 (session 15,
    * bench/results/cuda-h100-2026-12-07-s15.md section 7). Short K keeps
    * the plain count: at K = 512 the 192-wide tiles won (4096 x 32768 x
-   * 512: 185 us against 203). */
+   * 512: 185 us against 203). FP8GEMM_CUDA_LARGE_PIPE=0 (no tile
+   * pipelined) drops the discount with the loop it stands for. */
+  const bool long_k_256 = k_groups >= 32 && s->large_pipelined != 0;
   auto cost = [&](int bn) {
     const long long tiles = (long long)m_blocks * ((N + bn - 1) / bn);
     const long long waves = (tiles + s->sm_count - 1) / s->sm_count;
     const long long columns = waves * bn * 100;
     if (bn == 128) return columns * 13 / 10;
-    if (bn == 256 && k_groups >= 32) return columns * 95 / 100;
+    if (bn == 256 && long_k_256) return columns * 95 / 100;
     return columns;
   };
   /* 224-wide tiles stay forced-only: 1024 x 7168 x 16384 ran 222.4 us
