@@ -190,6 +190,7 @@ static fp8gemm_status cuda_init(fp8gemm_context *ctx, const fp8gemm_context_opti
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_small_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_large_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_stream_prepare(s);
+  if (status == FP8GEMM_OK) status = fp8gemm_cuda_slice_prepare(s);
   if (status == FP8GEMM_OK) status = fp8gemm_cuda_check(cudaDeviceSynchronize(), "init");
   if (status == FP8GEMM_OK) {
     /* Through the runtime, so the library does not link libcuda itself. */

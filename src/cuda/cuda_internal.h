@@ -148,6 +148,14 @@ fp8gemm_status fp8gemm_cuda_stream_prepare(fp8gemm_cuda_state *s);
 fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                         void *workspace, size_t workspace_bytes);
 
+/* gemm_slice.cu: decode kernel by row slices (M <= 64): S weight rows a CTA
+ * over the whole of K, no row cut between CTAs, no workspace. */
+int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+/* Rows a CTA takes for N (0: no kernel covers N in one wave). */
+int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
+fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s);
+fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1081,9 +1081,40 @@ extern "C" size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, s
   return M * (size_t)fused_x_groups(plan_ranges(s, M, N, K), K);
 }
 
+/* Row slices (gemm_slice.cu) instead of this kernel's 128-row blocks:
+ * FP8GEMM_CUDA_DECODE_SLICES=1 wherever the slice kernel runs, =0 never,
+ * unset the built-in rule, from two interleaved A/B runs on the H100
+ * (session 16, bench/results/cuda-h100-2026-12-07-s16.md), us, this kernel
+ * / slices:
+ *  - M = 33..64 only. At M = 64 slices won on every measured shape in the
+ *    plain layout (4096 x 7168 16.3-16.8 / 15.3-15.5, 4608 x 7168 18.6 /
+ *    15.3-15.8, 7168 x 2304 12.4-13.6 / 9.4-11.1, 7168 x 2048 11.6 / 8.9-9.5,
+ *    7168 x 16384 47.3-47.6 / 43.1, 24576 x 1536 20.0-20.2 / 18.3-18.5); at
+ *    M <= 16 they lost everywhere (4096 x 7168 11.8 / 15.8, 2112 x 7168 8.3
+ *    / 14.1), at M = 32 they tied or lost.
+ *  - Preshuffled, only up to 18 K groups: 7168 x 2304 12.3 / 10.5, 7168 x
+ *    2048 11.0 / 9.5, 24576 x 1536 19.5 / 17.7, but 4096 x 7168 16.3 / 18.4,
+ *    7168 x 16384 46.7 / 49.3 (the slice's 4-7 KiB pieces of each 16 KiB
+ *    tile read slower than the tiles whole).
+ *  - Slices of at least M / 4 rows (every CTA reads all of x: M x K codes
+ *    against S x K of weight; 2112 x 7168 with 16-row slices was the
+ *    smallest measured, a 1-3% win) and a launch that fills 90% of the SMs. */
+static bool slices_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
+  if (prob->fused || !fp8gemm_cuda_slice_supported(s, prob)) return false;
+  const char *env = getenv("FP8GEMM_CUDA_DECODE_SLICES");
+  if (env && *env == '1') return true;
+  if (env && *env == '0') return false;
+  const long long rows = fp8gemm_cuda_slice_rows(s, prob->N);
+  const long long ctas = ((long long)prob->N + rows - 1) / rows;
+  const size_t groups = (prob->K + 127) / 128;
+  return prob->M > 32 && (size_t)rows * 4 >= prob->M && ctas * 10 >= (long long)s->sm_count * 9 &&
+         (!prob->w_preshuffled || groups <= 18);
+}
+
 extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
                                                    const fp8gemm_cuda_problem *prob,
                                                    void *workspace, size_t workspace_bytes) {
+  if (slices_chosen(s, prob)) return fp8gemm_cuda_gemm_slice(s, prob);
   StreamParams p;
   p.w = prob->w;
   p.w_scale = prob->w_scale;

@@ -186,8 +186,14 @@ static void test_row_partitions(void **state) {
               {"FP8GEMM_CUDA_STREAM_FIXUP", "spread"},
               {"FP8GEMM_CUDA_STREAM_FIXUP", "cluster"},
               {NULL, NULL}};
+  /* The row-slice kernel would take these shapes by default (fewer 128-row
+   * blocks than SMs): held off here, except in the last pass. */
+  char *saved_slices = save_env("FP8GEMM_CUDA_DECODE_SLICES");
   for (int i = 0; i < 4; i++) {
     char *saved = NULL;
+    if (ways[i].name) setenv("FP8GEMM_CUDA_DECODE_SLICES", "0", 1);
+    else if (saved_slices) setenv("FP8GEMM_CUDA_DECODE_SLICES", saved_slices, 1);
+    else unsetenv("FP8GEMM_CUDA_DECODE_SLICES");
     if (ways[i].name) {
       saved = save_env(ways[i].name);
       setenv(ways[i].name, ways[i].value, 1);
@@ -215,6 +221,44 @@ static void test_row_partitions(void **state) {
     }
     if (ways[i].name) restore_env(ways[i].name, saved);
   }
+  restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved_slices);
+}
+
+/* The row-slice decode kernel (gemm_slice.cu), forced: S = 8 * ceil(N / 8 /
+ * SMs) rows a CTA over all of K. On 132 SMs: N = 500 (S = 8, the last slice
+ * 4 rows), 2112 (16), 4096 (32), 4500 (40: slices straddle 128-row blocks,
+ * the last block partial), 6000 (48), 7168 (56), 9000 (72 -> 96), 16000
+ * (128), 24000 (192); K of 1 group (the second warpgroup idle), 400 and 1680
+ * (a partial last group), 4096; every M up to 64 near the 8-row steps of the
+ * activation tile; both layouts and scale layouts, three output types, bias
+ * and none. Then 2112 x 7168 by default against the forced hand-off path
+ * within tolerance (sum orders differ). */
+static void test_row_slices(void **state) {
+  (void)state;
+  static const size_t ms[] = {1, 2, 7, 8, 9, 16, 17, 31, 33, 57, 63, 64};
+  static const size_t ms_quick[] = {1, 9, 64};
+  const size_t *m_list = ct_quick() ? ms_quick : ms;
+  const size_t m_count = ct_quick() ? 3 : sizeof ms / sizeof ms[0];
+  char *saved = save_env("FP8GEMM_CUDA_DECODE_SLICES");
+  setenv("FP8GEMM_CUDA_DECODE_SLICES", "1", 1);
+  static const struct {
+    size_t N, K;
+    fp8gemm_dtype y_dtype;
+    int bias;
+  } shapes[] = {{500, 400, FP8GEMM_DTYPE_BF16, 1},   {2112, 1680, FP8GEMM_DTYPE_F16, 0},
+                {4096, 4096, FP8GEMM_DTYPE_BF16, 1}, {4500, 1680, FP8GEMM_DTYPE_F32, 1},
+                {6000, 128, FP8GEMM_DTYPE_BF16, 0},  {7168, 400, FP8GEMM_DTYPE_BF16, 1},
+                {9000, 1680, FP8GEMM_DTYPE_F16, 1},  {16000, 400, FP8GEMM_DTYPE_BF16, 0},
+                {24000, 1680, FP8GEMM_DTYPE_BF16, 1}};
+  const size_t count = ct_quick() ? 4 : sizeof shapes / sizeof shapes[0];
+  for (size_t i = 0; i < count; i++) {
+    const double tol = shapes[i].y_dtype == FP8GEMM_DTYPE_BF16 ? 2e-3 : 1e-3;
+    const gemm_case c = {shapes[i].N, shapes[i].K, m_list, m_count, shapes[i].y_dtype,
+                         shapes[i].bias, tol};
+    printf("# row slices forced: N=%zu K=%zu\n", shapes[i].N, shapes[i].K);
+    run_both_layouts(&c);
+  }
+  restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved);
 }
 
 static void test_output_dtypes_and_bias(void **state) {
@@ -418,6 +462,7 @@ int main(void) {
       cmocka_unit_test(test_sweep_small_shapes),
       cmocka_unit_test(test_deepseek_shape_edges),
       cmocka_unit_test(test_row_partitions),
+      cmocka_unit_test(test_row_slices),
       cmocka_unit_test(test_output_dtypes_and_bias),
       cmocka_unit_test(test_linear_from_x),
       cmocka_unit_test(test_large_configs),
