@@ -15,7 +15,8 @@
  * The price is the activation: every CTA reads all of x (M x K codes, from
  * L2), where a cut row's pieces read only their own K runs; at M = 64 that
  * is about twice the weight's bytes in L2 traffic on 4096 x 7168. The
- * dispatch (slice_plan) takes this kernel only where it measured faster.
+ * dispatch (slices_chosen, gemm_stream.cu) takes this kernel only where it
+ * measured faster: M = 33..64, plain or up to 18 K groups.
  *
  * A CTA: a producer warp and two consumer warpgroups around a ring of
  * stages; stage i holds K group i's activation tile (8*MT token rows of 128
