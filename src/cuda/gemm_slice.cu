@@ -157,14 +157,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* Weight copies of the first ring's worth go out before the wait for the
      * previous kernel (the weight is read-only while a handle lives). */
     const int early = min(p.stages, p.groups);
-    auto issue_w = [&](int stage, int g, uint32_t bar) -> uint32_t {
+    /* The copies (or, narrow, the stores) of group g's slice; the bytes they
+     * bring are armed by the caller first. */
+    auto issue_w = [&](int stage, int g, uint32_t bar) {
       uint8_t *dst = w_ring + stage * kWStageBytes;
       if (!kPreshuffled) {
         if (lane == 0) {
           if (p.evict_first) tma_load_2d_hint(smem_addr(dst), &map_w, g * 128, r_start, bar, policy);
           else tma_load_2d(smem_addr(dst), &map_w, g * 128, r_start, bar);
         }
-        return kWStageBytes;
+        return;
       }
       const int width = min(128, p.K - g * 128);
       const uint8_t *tile0 = p.w + (size_t)b0 * 128 * p.K + (size_t)g * 128 * rows_b0;
@@ -177,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (rows_dst1 > 0)
           copy_narrow_tile(dst + rows_dst0 * 128, tile1, avail1, width, lane, rows_dst1);
         fence_proxy_async();
-        return 0;
+        return;
       }
       if (lane == 0) {
         const uint8_t *src0 = tile0 + (size_t)a0 * 128;
@@ -189,7 +191,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           else bulk_load(smem_addr(dst + rows_dst0 * 128), tile1, avail1 * 128, bar);
         }
       }
-      return (uint32_t)(avail0 + avail1) * 128;
     };
     auto issue_x = [&](int stage, int g) {
       tma_load_2d(smem_addr(x_ring + stage * x_stage_bytes), &map_x, g * 128, 0,
