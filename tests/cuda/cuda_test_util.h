@@ -27,6 +27,19 @@ static inline void ct_require_gpu(void) {
   }
 }
 
+/* A copy of environment variable `name` (NULL when unset), for ct_restore_env. */
+static inline char *ct_save_env(const char *name) {
+  const char *value = getenv(name);
+  return value ? strdup(value) : NULL;
+}
+
+/* Puts `name` back as ct_save_env found it; frees the copy. */
+static inline void ct_restore_env(const char *name, char *saved) {
+  if (saved) setenv(name, saved, 1);
+  else unsetenv(name);
+  free(saved);
+}
+
 /* FP8GEMM_TEST_QUICK=1: the small representative set (for the sanitizers). */
 static inline int ct_quick(void) {
   const char *env = getenv("FP8GEMM_TEST_QUICK");

@@ -163,19 +163,6 @@ static void test_deepseek_shape_edges(void **state) {
  * up by their last piece, by every piece a share (cooperative launch) or
  * through the shared memory of a cluster of the row's pieces (where the
  * clusters fit): each way forced in turn, then the default. */
-/* A copy of environment variable `name` (NULL when unset), for restore_env. */
-static char *save_env(const char *name) {
-  const char *value = getenv(name);
-  return value ? strdup(value) : NULL;
-}
-
-/* Puts `name` back as save_env found it; frees the copy. */
-static void restore_env(const char *name, char *saved) {
-  if (saved) setenv(name, saved, 1);
-  else unsetenv(name);
-  free(saved);
-}
-
 static void test_row_partitions(void **state) {
   (void)state;
   static const size_t ms_7168[] = {1, 5, 16, 17, 64, 100};
@@ -188,14 +175,14 @@ static void test_row_partitions(void **state) {
               {NULL, NULL}};
   /* The row-slice kernel would take these shapes by default (fewer 128-row
    * blocks than SMs): held off here, except in the last pass. */
-  char *saved_slices = save_env("FP8GEMM_CUDA_DECODE_SLICES");
+  char *saved_slices = ct_save_env("FP8GEMM_CUDA_DECODE_SLICES");
   for (int i = 0; i < 4; i++) {
     char *saved = NULL;
     if (ways[i].name) setenv("FP8GEMM_CUDA_DECODE_SLICES", "0", 1);
     else if (saved_slices) setenv("FP8GEMM_CUDA_DECODE_SLICES", saved_slices, 1);
     else unsetenv("FP8GEMM_CUDA_DECODE_SLICES");
     if (ways[i].name) {
-      saved = save_env(ways[i].name);
+      saved = ct_save_env(ways[i].name);
       setenv(ways[i].name, ways[i].value, 1);
       printf("# decode hand-off: %s=%s\n", ways[i].name, ways[i].value);
     } else {
@@ -219,9 +206,9 @@ static void test_row_partitions(void **state) {
                              2e-3};
       run_both_layouts(&cut);
     }
-    if (ways[i].name) restore_env(ways[i].name, saved);
+    if (ways[i].name) ct_restore_env(ways[i].name, saved);
   }
-  restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved_slices);
+  ct_restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved_slices);
 }
 
 /* The row-slice decode kernel (gemm_slice.cu), forced: S = 8 * ceil(N / 8 /
@@ -239,7 +226,7 @@ static void test_row_slices(void **state) {
   static const size_t ms_quick[] = {1, 9, 64};
   const size_t *m_list = ct_quick() ? ms_quick : ms;
   const size_t m_count = ct_quick() ? 3 : sizeof ms / sizeof ms[0];
-  char *saved = save_env("FP8GEMM_CUDA_DECODE_SLICES");
+  char *saved = ct_save_env("FP8GEMM_CUDA_DECODE_SLICES");
   setenv("FP8GEMM_CUDA_DECODE_SLICES", "1", 1);
   static const struct {
     size_t N, K;
@@ -258,7 +245,7 @@ static void test_row_slices(void **state) {
     printf("# row slices forced: N=%zu K=%zu\n", shapes[i].N, shapes[i].K);
     run_both_layouts(&c);
   }
-  restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved);
+  ct_restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved);
 }
 
 static void test_output_dtypes_and_bias(void **state) {
@@ -347,11 +334,11 @@ static void test_linear_from_x(void **state) {
   /* Rows cut in two (47 block rows), each hand-off. */
   static const char *fixups[] = {"last", "cluster"};
   for (int i = 0; i < 2; i++) {
-    char *saved = save_env("FP8GEMM_CUDA_STREAM_FIXUP");
+    char *saved = ct_save_env("FP8GEMM_CUDA_STREAM_FIXUP");
     setenv("FP8GEMM_CUDA_STREAM_FIXUP", fixups[i], 1);
     printf("# linear, decode hand-off %s\n", fixups[i]);
     check_linear_from_x(6000, 1680);
-    restore_env("FP8GEMM_CUDA_STREAM_FIXUP", saved);
+    ct_restore_env("FP8GEMM_CUDA_STREAM_FIXUP", saved);
   }
 }
 
@@ -370,7 +357,7 @@ static void test_large_configs(void **state) {
                                   "128p", "192p", "256p",    "224", "224p"};
   static const size_t ms[] = {129, 300, 520, 1};
   fp8gemm_context *shared_ctx = g_ctx;
-  char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
+  char *saved_crossover = ct_save_env("FP8GEMM_CUDA_CROSSOVER");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
   for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
     setenv("FP8GEMM_CUDA_LARGE_CONFIG", configs[i], 1);
@@ -396,7 +383,7 @@ static void test_large_configs(void **state) {
   assert_non_null(strstr(fp8gemm_last_error(), "256/2x1"));
   assert_non_null(strstr(fp8gemm_last_error(), "224p"));
   unsetenv("FP8GEMM_CUDA_LARGE_CONFIG");
-  restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
+  ct_restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
 }
 
@@ -412,9 +399,9 @@ static void test_large_split_k(void **state) {
   static const size_t ms_b[] = {1, 65, 128, 129};
   static const size_t ms_c[] = {1, 77, 129, 300};
   fp8gemm_context *shared_ctx = g_ctx;
-  char *saved_crossover = save_env("FP8GEMM_CUDA_CROSSOVER");
-  char *saved_pipe = save_env("FP8GEMM_CUDA_LARGE_PIPE");
-  char *saved_min = save_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS");
+  char *saved_crossover = ct_save_env("FP8GEMM_CUDA_CROSSOVER");
+  char *saved_pipe = ct_save_env("FP8GEMM_CUDA_LARGE_PIPE");
+  char *saved_min = ct_save_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS");
   setenv("FP8GEMM_CUDA_CROSSOVER", "0", 1);
   /* These K (2048, 1088) run unsplit by default (fewer than 32 K groups). */
   setenv("FP8GEMM_CUDA_SPLIT_MIN_GROUPS", "1", 1);
@@ -433,9 +420,9 @@ static void test_large_split_k(void **state) {
     run_both_layouts(&c);
     fp8gemm_context_destroy(g_ctx);
   }
-  restore_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS", saved_min);
-  restore_env("FP8GEMM_CUDA_LARGE_PIPE", saved_pipe);
-  restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
+  ct_restore_env("FP8GEMM_CUDA_SPLIT_MIN_GROUPS", saved_min);
+  ct_restore_env("FP8GEMM_CUDA_LARGE_PIPE", saved_pipe);
+  ct_restore_env("FP8GEMM_CUDA_CROSSOVER", saved_crossover);
   g_ctx = shared_ctx;
 }
 

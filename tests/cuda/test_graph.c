@@ -155,14 +155,11 @@ static void test_fused_matches_two_launches(void **state) {
         /* The GEMM through the fused path's own kernel (the default would
          * take the row-slice kernel here, whose sum runs in another order:
          * test_gemm checks it against the reference). */
-        const char *slices = getenv("FP8GEMM_CUDA_DECODE_SLICES");
-        char *saved_slices = slices ? strdup(slices) : NULL;
+        char *saved_slices = ct_save_env("FP8GEMM_CUDA_DECODE_SLICES");
         setenv("FP8GEMM_CUDA_DECODE_SLICES", "0", 1);
         TU_OK(fp8gemm_gemm(f.ctx, f.weight, M, d_xq, K, d_sx, FP8GEMM_SCALE_M_MAJOR, M,
                            FP8GEMM_DTYPE_BF16, f.d_y, N, f.d_ws, f.ws_bytes));
-        if (saved_slices) setenv("FP8GEMM_CUDA_DECODE_SLICES", saved_slices, 1);
-        else unsetenv("FP8GEMM_CUDA_DECODE_SLICES");
-        free(saved_slices);
+        ct_restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved_slices);
         read_y(&f, two);
         for (size_t j = 0; j < M * N; j++) {
           const size_t row = j / N;
