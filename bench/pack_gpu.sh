@@ -7,6 +7,8 @@
 # CPU benchmark uses it).
 #
 #   bash bench/pack_gpu.sh [DEST] [BUILD_DIR]      then on the device:
+#   PROBES=1 bash bench/pack_gpu.sh ...  also DEST/probe/libfp8gemm.so, a build
+#                                        with FP8GEMM_CUDA_PROBES (kernel timestamps)
 #   bash bench/gpu_final.sh DEST   (or gpu_large.sh / gpu_decode.sh DEST)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +28,12 @@ cp ../shared/shapes.csv "$dest/shapes.csv" 2>/dev/null || cp bench/shapes.csv "$
 for lib in libjansson.so.4 libcmocka.so.0; do
   cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" "$dest/$lib"
 done
+if [ "${PROBES:-0}" = 1 ]; then
+  cmake -S . -B "$build-probe" -DCMAKE_BUILD_TYPE=Release -DFP8GEMM_OPENBLAS=OFF -DFP8GEMM_CUDA=ON \
+    -DFP8GEMM_CUDA_PROBES=ON -DFP8GEMM_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$build-probe" -j "$(nproc)" --target fp8gemm >/dev/null
+  mkdir -p "$dest/probe"
+  cp -L "$build-probe/libfp8gemm.so" "$dest/probe/libfp8gemm.so"
+  cp -L "$build-probe/libfp8gemm.so" "$dest/probe/$soname"
+fi
 du -sh "$dest"

@@ -77,7 +77,40 @@ struct SliceParams {
   int x_rows;      /* activation rows a stage holds (8 * MT >= M) */
   int stages;
   int evict_first; /* weight copies with the L2 evict_first policy */
+  unsigned long long *trace; /* probe builds, FP8GEMM_CUDA_SLICE_TRACE=1: timestamps */
 };
+
+/* Timestamps of a probe build (FP8GEMM_CUDA_PROBES; none otherwise, so a
+ * release kernel carries no trace code): kTraceSlots events of every CTA,
+ * then, for CTAs 0 and grid / 2, when each K group's copies were issued and
+ * when its data was seen by the consumers. The probes cost the producer
+ * warp a few spilled registers (its 40 are tight): the probe build's times
+ * are for where the time goes, not for the tables. */
+#ifdef FP8GEMM_CUDA_PROBES
+constexpr int kTraceSlots = 8;
+enum {
+  kTraceProducerStart, kTraceXIssued, kTraceLastIssued, kTraceScalesRead,
+  kTraceFirstData, kTraceLastData, kTraceOddDone, kTraceEnd
+};
+__device__ __forceinline__ unsigned long long slice_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define SLICE_TRACE(event) \
+  do { \
+    if (p.trace) p.trace[blockIdx.x * kTraceSlots + (event)] = slice_ns(); \
+  } while (0)
+#define SLICE_TRACE_GROUP(kind, g) \
+  do { \
+    if (p.trace && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2)) \
+      p.trace[gridDim.x * kTraceSlots + (blockIdx.x == 0 ? 0 : 2 * kMaxGroups) + \
+              (kind) * kMaxGroups + (g)] = slice_ns(); \
+  } while (0)
+#else
+#define SLICE_TRACE(event) ((void)0)
+#define SLICE_TRACE_GROUP(kind, g) ((void)0)
+#endif
 
 /* Shared-memory plan of one launch: [activation ring][weight ring][overrun
  * pad][sx table groups x 64][sw table groups x 2][full, empty mbarriers]. */
@@ -149,6 +182,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x < 128) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x >= 32) return;
+    SLICE_TRACE(kTraceProducerStart);
     const uint64_t policy = l2_policy_evict_first();
     const int rows_b0 = min(128, p.N - b0 * 128);
     const int avail0 = min(rows_dst0, rows_b0 - a0);
@@ -218,7 +252,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (g == early - 1) {
           griddep_wait();
           for (int e = 0; e < early; e++) issue_x(e, e);
+          SLICE_TRACE(kTraceXIssued);
         }
+        SLICE_TRACE_GROUP(0, g);
       }
       __syncwarp();
       if (++stage == p.stages) {
@@ -226,6 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         phase ^= 1;
       }
     }
+    if (lane == 0) SLICE_TRACE(kTraceLastIssued);
     return;
   }
 
@@ -259,6 +296,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   named_bar(1, 256);
+  if (tid == 0) SLICE_TRACE(kTraceScalesRead);
 
   const uint32_t x_ring_s = smem_addr(x_ring), w_ring_s = smem_addr(w_ring);
   const uint32_t sx_s = smem_addr(sx_table), sw_s = smem_addr(sw_table);
@@ -291,8 +329,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 #pragma unroll
     for (int u = 0; u < G; u++)
-      if (u < count)
+      if (u < count) {
         mbar_wait(smem_addr(full_bar + stage_of[u]), (uint32_t)((g0 + u) / p.stages) & 1u);
+        if (t == 0) SLICE_TRACE_GROUP(1, g0 + u);
+      }
+    if (t == 0 && step == 0) SLICE_TRACE(kTraceFirstData);
+    if (t == 0 && step == steps - 1) SLICE_TRACE(kTraceLastData);
     float part[G][S / 2];
     wgmma_fence();
 #pragma unroll
@@ -329,6 +371,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   /* Every copy has landed and every wgmma is done: the ring is free for
    * warpgroup 1's sums ([i][thread], conflict-free). */
+  if (wg == 1 && t == 0) SLICE_TRACE(kTraceOddDone);
   named_bar(1, 256);
   const uint32_t hand = smem_addr(smem);
   if (wg == 1) {
@@ -357,6 +400,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                  second, addr % (2 * elem) == 0);
     }
   }
+  if (t == 0) SLICE_TRACE(kTraceEnd);
 }
 
 typedef void (*slice_kernel_fn)(const CUtensorMap, const CUtensorMap, const SliceParams);
@@ -398,6 +442,52 @@ int x_rows_for(size_t M) {
   while ((size_t)rows < M) rows *= 2;
   return rows;
 }
+
+#ifdef FP8GEMM_CUDA_PROBES
+constexpr int kTraceMaxCtas = 1024;
+constexpr size_t kTraceEntries = (size_t)kTraceMaxCtas * kTraceSlots + 4 * kMaxGroups;
+
+/* FP8GEMM_CUDA_SLICE_TRACE=1 in a probe build (synchronizes): the last
+ * launch's events, min/mean/max over the CTAs in us from the first
+ * producer's start, then the two traced CTAs' groups (issued / seen). */
+fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, int ctas) {
+  static unsigned long long host[kTraceEntries];
+  FP8GEMM_CUDA_TRY(cudaMemcpyAsync(host, p.trace, sizeof host, cudaMemcpyDeviceToHost, s->stream),
+                   "slice trace");
+  FP8GEMM_CUDA_TRY(cudaStreamSynchronize(s->stream), "slice trace");
+  unsigned long long origin = ~0ull;
+  for (int c = 0; c < ctas; c++)
+    if (host[c * kTraceSlots] && host[c * kTraceSlots] < origin) origin = host[c * kTraceSlots];
+  static const char *names[kTraceSlots] = {"producer start", "x issued", "last issued",
+                                           "scales read", "first data", "last data",
+                                           "odd steps done", "end"};
+  fprintf(stderr, "slice trace N=%d K=%d M=%d ctas=%d stages=%d:", p.N, p.K, p.M, ctas, p.stages);
+  for (int i = 0; i < kTraceSlots; i++) {
+    double lo = 1e30, hi = -1e30, sum = 0;
+    int n = 0;
+    for (int c = 0; c < ctas; c++) {
+      const unsigned long long v = host[c * kTraceSlots + i];
+      if (!v) continue;
+      const double us = ((double)v - (double)origin) / 1000.0;
+      lo = us < lo ? us : lo;
+      hi = us > hi ? us : hi;
+      sum += us;
+      n++;
+    }
+    if (n) fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / n, hi);
+  }
+  fprintf(stderr, "\n");
+  for (int which = 0; which < 2; which++) {
+    const unsigned long long *g = host + (size_t)ctas * kTraceSlots + which * 2 * kMaxGroups;
+    fprintf(stderr, "slice trace CTA %d groups (issued/seen us):", which ? ctas / 2 : 0);
+    for (int k = 0; k < p.groups; k++)
+      fprintf(stderr, " %.2f/%.2f", ((double)g[k] - (double)origin) / 1000.0,
+              ((double)g[kMaxGroups + k] - (double)origin) / 1000.0);
+    fprintf(stderr, "\n");
+  }
+  return FP8GEMM_OK;
+}
+#endif
 
 }  // namespace
 
@@ -462,6 +552,19 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
                              "FP8GEMM_CUDA_SLICE_STAGES=%s: no ring fits", env ? env : "");
   p.stages = layout.stages;
+  const int ctas = (int)((prob->N + S - 1) / S);
+  p.trace = NULL;
+#ifdef FP8GEMM_CUDA_PROBES
+  const char *trace = getenv("FP8GEMM_CUDA_SLICE_TRACE");
+  if (trace && *trace == '1' && ctas <= kTraceMaxCtas) {
+    static unsigned long long *buffer = NULL; /* a probe build's diagnostic only */
+    if (!buffer)
+      FP8GEMM_CUDA_TRY(cudaMalloc((void **)&buffer, kTraceEntries * sizeof(*buffer)), "slice trace");
+    FP8GEMM_CUDA_TRY(cudaMemsetAsync(buffer, 0, kTraceEntries * sizeof(*buffer), s->stream),
+                     "slice trace");
+    p.trace = buffer;
+  }
+#endif
   CUtensorMap map_x, map_w;
   FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,
                                                  prob->xq, prob->K, prob->M, prob->ldq, 128,
@@ -474,7 +577,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
     map_w = map_x; /* unused: bulk copies */
   cudaLaunchAttribute attr[1];
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3((unsigned)((prob->N + S - 1) / S));
+  config.gridDim = dim3((unsigned)ctas);
   config.blockDim = dim3(kThreads);
   config.dynamicSmemBytes = layout.total;
   config.stream = s->stream;
@@ -489,5 +592,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
                                       map_w, p),
                    "decode GEMM (row slices) kernel launch");
   FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM (row slices) kernel launch");
+#ifdef FP8GEMM_CUDA_PROBES
+  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas));
+#endif
   return FP8GEMM_OK;
 }
