@@ -10,6 +10,7 @@
 #   STEPS="tests sanitize ab"                   which steps (default all)
 #   AB_SHAPES="N,K N,K ..."  AB_MS="1 2 4 ..."   the A/B's weights and M values
 #   AB_VARIANTS="name:ENV=V,...;..."             the A/B's variants
+#   AB_EXTRA="--alt-lib old=DIR/libfp8gemm.so"   more cuda_variants.py arguments
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 STEPS=${STEPS:-"tests sanitize ab"}
@@ -39,7 +40,7 @@ if has ab; then
   done
   step ab.log 400 python3 bench/cuda_variants.py --lib "$ART/libfp8gemm.so" --shapes "${shapes#;}" \
     --variants "${AB_VARIANTS:-stream:$DECODE,FP8GEMM_CUDA_DECODE_SLICES=0;slices:$DECODE,FP8GEMM_CUDA_DECODE_SLICES=1}" \
-    --layouts plain,sm90 --reps "${AB_REPS:-11}" --out "$OUT/slices-ab.json"
+    --layouts plain,sm90 --reps "${AB_REPS:-11}" --out "$OUT/slices-ab.json" ${AB_EXTRA:-}
   grep -E "^\|" "$OUT/ab.log"
 fi
 exit $status
