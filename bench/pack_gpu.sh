@@ -9,6 +9,9 @@
 #   bash bench/pack_gpu.sh [DEST] [BUILD_DIR]      then on the device:
 #   PROBES=1 bash bench/pack_gpu.sh ...  also DEST/probe/libfp8gemm.so, a build
 #                                        with FP8GEMM_CUDA_PROBES (kernel timestamps)
+#   BASELINE=REV bash bench/pack_gpu.sh  also DEST/old/libfp8gemm.so, the library
+#                                        at git revision REV (for cuda_variants.py
+#                                        --alt-lib old=DEST/old/libfp8gemm.so)
 #   bash bench/gpu_final.sh DEST   (or gpu_large.sh / gpu_decode.sh DEST)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +39,16 @@ if [ "${PROBES:-0}" = 1 ]; then
   mkdir -p "$dest/probe"
   cp -L "$build-probe/libfp8gemm.so" "$dest/probe/libfp8gemm.so"
   cp -L "$build-probe/libfp8gemm.so" "$dest/probe/$soname"
+fi
+if [ -n "${BASELINE:-}" ]; then
+  tree=$(mktemp -d)
+  git worktree add -q --detach "$tree" "$BASELINE"
+  cmake -S "$tree" -B "$tree/build" -DCMAKE_BUILD_TYPE=Release -DFP8GEMM_OPENBLAS=OFF \
+    -DFP8GEMM_CUDA=ON -DFP8GEMM_BUILD_TOOLS=OFF -DBUILD_TESTING=OFF >/dev/null
+  cmake --build "$tree/build" -j "$(nproc)" --target fp8gemm >/dev/null
+  mkdir -p "$dest/old"
+  cp -L "$tree/build/libfp8gemm.so" "$dest/old/libfp8gemm.so"
+  cp -L "$tree/build/libfp8gemm.so" "$dest/old/$soname"
+  git worktree remove --force "$tree"
 fi
 du -sh "$dest"
