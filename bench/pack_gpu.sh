@@ -23,8 +23,13 @@ cmake --build "$build" -j "$(nproc)" --target fp8gemm fp8gemm_cli cuda_test_gemm
 rm -rf "$dest"
 mkdir -p "$dest"
 soname=$(readelf -d "$build/libfp8gemm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
-cp -L "$build/libfp8gemm.so" "$dest/libfp8gemm.so"
-cp -L "$build/libfp8gemm.so" "$dest/$soname"
+# A build's library into a folder, under its file name and its soname.
+copy_lib() {
+  mkdir -p "$2"
+  cp -L "$1/libfp8gemm.so" "$2/libfp8gemm.so"
+  cp -L "$1/libfp8gemm.so" "$2/$soname"
+}
+copy_lib "$build" "$dest"
 cp "$build/fp8gemm" "$build"/tests/cuda_test_* "$dest/"
 nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -o "$dest/read_roof" bench/read_roof.cu
 nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -Isrc/cuda -o "$dest/tma_roof" bench/tma_roof.cu
@@ -36,9 +41,7 @@ if [ "${PROBES:-0}" = 1 ]; then
   cmake -S . -B "$build-probe" -DCMAKE_BUILD_TYPE=Release -DFP8GEMM_OPENBLAS=OFF -DFP8GEMM_CUDA=ON \
     -DFP8GEMM_CUDA_PROBES=ON -DFP8GEMM_BUILD_TOOLS=OFF >/dev/null
   cmake --build "$build-probe" -j "$(nproc)" --target fp8gemm >/dev/null
-  mkdir -p "$dest/probe"
-  cp -L "$build-probe/libfp8gemm.so" "$dest/probe/libfp8gemm.so"
-  cp -L "$build-probe/libfp8gemm.so" "$dest/probe/$soname"
+  copy_lib "$build-probe" "$dest/probe"
 fi
 if [ -n "${BASELINE:-}" ]; then
   tree=$(mktemp -d)
@@ -46,9 +49,7 @@ if [ -n "${BASELINE:-}" ]; then
   cmake -S "$tree" -B "$tree/build" -DCMAKE_BUILD_TYPE=Release -DFP8GEMM_OPENBLAS=OFF \
     -DFP8GEMM_CUDA=ON -DFP8GEMM_BUILD_TOOLS=OFF -DBUILD_TESTING=OFF >/dev/null
   cmake --build "$tree/build" -j "$(nproc)" --target fp8gemm >/dev/null
-  mkdir -p "$dest/old"
-  cp -L "$tree/build/libfp8gemm.so" "$dest/old/libfp8gemm.so"
-  cp -L "$tree/build/libfp8gemm.so" "$dest/old/$soname"
+  copy_lib "$tree/build" "$dest/old"
   git worktree remove --force "$tree"
 fi
 du -sh "$dest"

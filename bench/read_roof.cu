@@ -11,14 +11,7 @@
 #include <algorithm>
 #include <vector>
 
-#define CHECK(call)                                                                   \
-  do {                                                                                \
-    cudaError_t err_ = (call);                                                        \
-    if (err_ != cudaSuccess) {                                                        \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(1);                                                                        \
-    }                                                                                 \
-  } while (0)
+#include "cuda_check.h"
 
 __global__ void empty_kernel() {}
 

@@ -17,7 +17,7 @@
  *   cp.async R x G : the producer warpgroup's 128 threads copy 16 bytes at a
  *                    time (cp.async, completing on the stage's mbarrier)
  *
- *   nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -Isrc/cuda -o tma_roof bench/tma_roof.cu -lcuda
+ *   nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -Isrc/cuda -o tma_roof bench/tma_roof.cu
  *   ./tma_roof        (prints a table: us for the whole matrix, GB/s) */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -28,16 +28,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "cuda_check.h"
 #include "hopper_ptx.cuh"
-
-#define CHECK(call)                                                                           \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(1);                                                                                \
-    }                                                                                         \
-  } while (0)
 
 enum Mode { kTensor2d, kTensor3d, kBulk, kCpAsync };
 

@@ -27,6 +27,31 @@ extern "C" fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what) 
                            cudaGetErrorName(err));
 }
 
+extern "C" unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host,
+                                                              int ctas, int slots,
+                                                              const int *order,
+                                                              const char *const *names,
+                                                              int count) {
+  unsigned long long origin = ~0ull;
+  for (int c = 0; c < ctas; c++)
+    if (host[c * slots] && host[c * slots] < origin) origin = host[c * slots];
+  for (int k = 0; k < count; k++) {
+    const int e = order[k];
+    double lo = 1e30, hi = -1e30, sum = 0;
+    int n = 0;
+    for (int c = 0; c < ctas; c++) {
+      if (!host[c * slots + e]) continue;
+      const double us = ((double)host[c * slots + e] - (double)origin) / 1000.0;
+      lo = us < lo ? us : lo;
+      hi = us > hi ? us : hi;
+      sum += us;
+      n++;
+    }
+    if (n) fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[e], lo, sum / n, hi);
+  }
+  return origin;
+}
+
 extern "C" fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_state *s,
                                                            const void *fn, int threads,
                                                            size_t smem, int cluster,

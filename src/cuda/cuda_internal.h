@@ -63,6 +63,13 @@ fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
 /* How many clusters of `cluster` CTAs of kernel `fn` (threads, dynamic
  * shared memory smem) the device holds at once, into *clusters; `what`
  * names the kernel in the error message. */
+/* Trace probes (FP8GEMM_CUDA_STREAM_TRACE, _SLICE_TRACE): host[c * slots
+ * + e] is CTA c's stamp of event e (0: none). Prints, on stderr, " | name
+ * lo/mean/hi" for each event of `order`, in us from the earliest stamp of
+ * event 0, over the CTAs that stamped it; returns that origin. */
+unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host, int ctas,
+                                                   int slots, const int *order,
+                                                   const char *const *names, int count);
 fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_state *s, const void *fn,
                                                 int threads, size_t smem, int cluster,
                                                 int *clusters, const char *what);

@@ -92,20 +92,15 @@ enum {
   kTraceProducerStart, kTraceXIssued, kTraceLastIssued, kTraceScalesRead,
   kTraceFirstData, kTraceLastData, kTraceOddDone, kTraceEnd
 };
-__device__ __forceinline__ unsigned long long slice_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 #define SLICE_TRACE(event) \
   do { \
-    if (p.trace) p.trace[blockIdx.x * kTraceSlots + (event)] = slice_ns(); \
+    if (p.trace) p.trace[blockIdx.x * kTraceSlots + (event)] = global_ns(); \
   } while (0)
 #define SLICE_TRACE_GROUP(kind, g) \
   do { \
     if (p.trace && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2)) \
       p.trace[gridDim.x * kTraceSlots + (blockIdx.x == 0 ? 0 : 2 * kMaxGroups) + \
-              (kind) * kMaxGroups + (g)] = slice_ns(); \
+              (kind) * kMaxGroups + (g)] = global_ns(); \
   } while (0)
 #else
 #define SLICE_TRACE(event) ((void)0)
@@ -455,27 +450,13 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
   FP8GEMM_CUDA_TRY(cudaMemcpyAsync(host, p.trace, sizeof host, cudaMemcpyDeviceToHost, s->stream),
                    "slice trace");
   FP8GEMM_CUDA_TRY(cudaStreamSynchronize(s->stream), "slice trace");
-  unsigned long long origin = ~0ull;
-  for (int c = 0; c < ctas; c++)
-    if (host[c * kTraceSlots] && host[c * kTraceSlots] < origin) origin = host[c * kTraceSlots];
   static const char *names[kTraceSlots] = {"producer start", "x issued", "last issued",
                                            "scales read", "first data", "last data",
                                            "odd steps done", "end"};
+  static const int order[kTraceSlots] = {0, 1, 2, 3, 4, 5, 6, 7};
   fprintf(stderr, "slice trace N=%d K=%d M=%d ctas=%d stages=%d:", p.N, p.K, p.M, ctas, p.stages);
-  for (int i = 0; i < kTraceSlots; i++) {
-    double lo = 1e30, hi = -1e30, sum = 0;
-    int n = 0;
-    for (int c = 0; c < ctas; c++) {
-      const unsigned long long v = host[c * kTraceSlots + i];
-      if (!v) continue;
-      const double us = ((double)v - (double)origin) / 1000.0;
-      lo = us < lo ? us : lo;
-      hi = us > hi ? us : hi;
-      sum += us;
-      n++;
-    }
-    if (n) fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / n, hi);
-  }
+  const unsigned long long origin =
+      fp8gemm_cuda_print_trace_events(host, ctas, kTraceSlots, order, names, kTraceSlots);
   fprintf(stderr, "\n");
   for (int which = 0; which < 2; which++) {
     const unsigned long long *g = host + (size_t)ctas * kTraceSlots + which * 2 * kMaxGroups;

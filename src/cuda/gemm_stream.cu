@@ -224,12 +224,6 @@ __device__ __forceinline__ void cp_async4(void *smem_dst, const void *gmem_src) 
                : "memory");
 }
 
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 __device__ __forceinline__ long long range_start(const StreamParams &p, int cta) {
   if (p.ranges == kRows) return (long long)cta * p.block_rows / p.ctas * p.groups;
   return (long long)(cta / p.row_splits) * p.groups +
@@ -987,10 +981,7 @@ fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
                                    cudaMemcpyDeviceToHost, s->stream),
                    "trace");
   FP8GEMM_CUDA_TRY(cudaStreamSynchronize(s->stream), "trace");
-  unsigned long long origin = ~0ull;
-  for (int c = 0; c < p.ctas; c++)
-    if (host[8 * c] && host[8 * c] < origin) origin = host[8 * c];
-  /* In the order they happen; min/mean/max over the CTAs that stamped. */
+  /* In the order they happen. */
   static const int order[] = {0, 1, 6, 2, 3, 5, 7, 4};
   static const char *names[] = {"consumer start", "producer start", "first data", "last tile",
                                 "end", "piece handed off", "first scales", "row summed"};
@@ -999,20 +990,7 @@ fp8gemm_status print_trace(fp8gemm_cuda_state *s, const StreamParams &p) {
           p.cluster_fixup ? "cluster" : p.spread_fixup ? "spread" : "last");
   for (int P = 2; P <= 8; P++) fprintf(stderr, " %d", s->stream_max_clusters[P]);
   fprintf(stderr, "):");
-  for (int k = 0; k < 8; k++) {
-    const int i = order[k];
-    double lo = 1e30, hi = 0, sum = 0;
-    int n = 0;
-    for (int c = 0; c < p.ctas; c++) {
-      if (!host[8 * c + i]) continue;
-      const double v = ((double)host[8 * c + i] - (double)origin) / 1000.0;
-      lo = v < lo ? v : lo;
-      hi = v > hi ? v : hi;
-      sum += v;
-      n++;
-    }
-    if (n) fprintf(stderr, " | %s %.2f/%.2f/%.2f", names[i], lo, sum / n, hi);
-  }
+  fp8gemm_cuda_print_trace_events(host, p.ctas, 8, order, names, 8);
   fprintf(stderr, "\n");
   return FP8GEMM_OK;
 }
