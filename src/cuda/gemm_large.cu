@@ -94,7 +94,7 @@ namespace {
 constexpr int kBlockM = 128;
 constexpr int kBlockK = 128;
 constexpr int kATileBytes = kBlockM * kBlockK; /* 16 KiB */
-constexpr int kThreads = 384;
+constexpr int kThreads = kWarpSpecThreads;
 constexpr int kConsumerWarps = 8;
 constexpr int kGroupM = 16;
 constexpr int kSmemLimit = 232448; /* sm_90 opt-in shared memory per block */
@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int cluster_id = blockIdx.x / C::cluster, clusters = gridDim.x / C::cluster;
 
   if (warpgroup == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    producer_release_registers();
     if (warp_in_group == 0) {
       /* The copy warp; every CTA of the cluster shares the weight tile. */
       const uint16_t mask_b = (uint16_t)((1u << kCM) - 1);
@@ -371,7 +371,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    consumer_take_registers();
     griddep_wait(); /* scales, partials, counters and y come after the previous kernel */
     /* Warp-uniform, so the A descriptors live in uniform registers. */
     const int consumer = __shfl_sync(0xffffffffu, warpgroup, 0) - 1;

@@ -48,7 +48,7 @@
 
 namespace {
 
-constexpr int kThreads = 384;        /* producer warpgroup + 2 consumer warpgroups */
+constexpr int kThreads = kWarpSpecThreads; /* producer warpgroup + 2 consumer warpgroups */
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kMaxStages = 32;
 constexpr int kMinStages = 4;
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int rows_dst0 = min(S, 128 - a0), rows_dst1 = S - rows_dst0;
 
   if (threadIdx.x < 128) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    producer_release_registers();
     if (threadIdx.x >= 32) return;
     SLICE_TRACE(kTraceProducerStart);
     const uint64_t policy = l2_policy_evict_first();
@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   /* Consumers. */
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  consumer_take_registers();
   griddep_wait(); /* scales and y come after the previous kernel */
   const int tid = threadIdx.x - 128;
   const int wg = tid / 128, t = tid % 128, warp = t / 32;

@@ -84,6 +84,7 @@ constexpr int kConsumerThreads = kConsumerWarps * 32;
  * 168 registers a thread (3 warps on one SM sub-partition), which spills the
  * M > 32 variants. */
 constexpr int kThreads = kConsumerThreads + 128;
+static_assert(kThreads == kWarpSpecThreads, "setmaxnreg counts (hopper_ptx.cuh) assume 384 threads");
 constexpr int kTileBytes = 128 * 128;
 constexpr int kMaxStages = 10;
 constexpr int kRows = 1, kRowSplits = 2;
@@ -559,7 +560,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x < 128) {
     /* Producer warp (the rest of warpgroup 0 only gives up its registers). */
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    producer_release_registers();
     if (threadIdx.x >= 32) return;
     if (p.trace && threadIdx.x == 0) p.trace[blockIdx.x * 8 + 1] = global_ns();
     /* The weight is read-only while a handle lives, so the copies of the
@@ -631,7 +632,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   /* Consumer warpgroups. */
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  consumer_take_registers();
   griddep_wait(); /* activation scales, workspace and y come after the previous kernel */
   const uint32_t smem_s = smem_addr(smem), table_s = smem_addr(scale_table),
                  xcodes_s = smem_addr(x_codes), xscales_s = smem_addr(x_scales);

@@ -11,6 +11,28 @@ static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
   return (uint32_t)__cvta_generic_to_shared(p);
 }
 
+/* Warp-specialized CTAs (one producer warpgroup, two consumer warpgroups,
+ * one CTA an SM) launch at 168 registers a thread (65536 / 384, rounded
+ * down to 8); the producer gives registers back and the consumers take
+ * them. setmaxnreg.inc waits until the registers are free, so what the
+ * three warpgroups hold afterwards may not exceed what was launched: a
+ * 48-register producer would leave the consumers waiting for ever. */
+constexpr int kWarpSpecThreads = 384;
+constexpr int kWarpSpecLaunchRegs = 168;
+constexpr int kProducerRegs = 40;
+constexpr int kConsumerRegs = 232;
+static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kWarpSpecThreads * kWarpSpecLaunchRegs,
+              "setmaxnreg: the warpgroups would ask for more registers than the launch holds");
+static_assert(kWarpSpecLaunchRegs == 65536 / kWarpSpecThreads / 8 * 8,
+              "the launch allocation of a 384-thread CTA at one CTA an SM");
+
+static __device__ __forceinline__ void producer_release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
+}
+static __device__ __forceinline__ void consumer_take_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
+}
+
 static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
