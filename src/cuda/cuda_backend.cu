@@ -71,6 +71,35 @@ extern "C" fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_st
   return fp8gemm_cuda_check(cudaOccupancyMaxActiveClusters(clusters, fn, &config), what);
 }
 
+extern "C" void fp8gemm_cuda_launch_init(fp8gemm_cuda_launch *launch, const fp8gemm_cuda_state *s,
+                                         unsigned grid, unsigned block, size_t smem,
+                                         unsigned cluster, int cooperative) {
+  memset(launch, 0, sizeof *launch);
+  cudaLaunchConfig_t *config = &launch->config;
+  config->gridDim = dim3(grid);
+  config->blockDim = dim3(block);
+  config->dynamicSmemBytes = smem;
+  config->stream = s->stream;
+  config->attrs = launch->attrs;
+  if (cooperative) {
+    cudaLaunchAttribute *a = &launch->attrs[config->numAttrs++];
+    a->id = cudaLaunchAttributeCooperative;
+    a->val.cooperative = 1;
+  }
+  if (cluster > 1) {
+    cudaLaunchAttribute *a = &launch->attrs[config->numAttrs++];
+    a->id = cudaLaunchAttributeClusterDimension;
+    a->val.clusterDim.x = cluster;
+    a->val.clusterDim.y = 1;
+    a->val.clusterDim.z = 1;
+  }
+  if (s->overlap_launches) {
+    cudaLaunchAttribute *a = &launch->attrs[config->numAttrs++];
+    a->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    a->val.programmaticStreamSerializationAllowed = 1;
+  }
+}
+
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w);
 
 extern "C" fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *map,

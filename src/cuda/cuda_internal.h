@@ -60,9 +60,6 @@ extern "C" {
 fp8gemm_status fp8gemm_cuda_check(cudaError_t err, const char *what);
 #define FP8GEMM_CUDA_TRY(call, what) FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_check((call), (what)))
 fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
-/* How many clusters of `cluster` CTAs of kernel `fn` (threads, dynamic
- * shared memory smem) the device holds at once, into *clusters; `what`
- * names the kernel in the error message. */
 /* Trace probes (FP8GEMM_CUDA_STREAM_TRACE, _SLICE_TRACE): host[c * slots
  * + e] is CTA c's stamp of event e (0: none). Prints, on stderr, " | name
  * lo/mean/hi" for each event of `order`, in us from the earliest stamp of
@@ -70,9 +67,24 @@ fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
 unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host, int ctas,
                                                    int slots, const int *order,
                                                    const char *const *names, int count);
+/* How many clusters of `cluster` CTAs of kernel `fn` (threads, dynamic
+ * shared memory smem) the device holds at once, into *clusters; `what`
+ * names the kernel in the error message. */
 fp8gemm_status fp8gemm_cuda_max_active_clusters(const fp8gemm_cuda_state *s, const void *fn,
                                                 int threads, size_t smem, int cluster,
                                                 int *clusters, const char *what);
+/* A kernel launch as the backend makes them: on the state's stream, with
+ * programmatic dependent launch unless FP8GEMM_CUDA_PDL=0, in clusters of
+ * `cluster` CTAs along x when cluster > 1, cooperative when asked. The
+ * config points at the struct's own attributes: fill it in place and pass
+ * &launch.config to cudaLaunchKernelEx; never copy it. */
+typedef struct fp8gemm_cuda_launch {
+  cudaLaunchConfig_t config;
+  cudaLaunchAttribute attrs[3];
+} fp8gemm_cuda_launch;
+void fp8gemm_cuda_launch_init(fp8gemm_cuda_launch *launch, const fp8gemm_cuda_state *s,
+                              unsigned grid, unsigned block, size_t smem, unsigned cluster,
+                              int cooperative);
 
 /* quantize.cu */
 fp8gemm_status fp8gemm_cuda_quantize_activations(fp8gemm_cuda_state *s, size_t M, size_t K,

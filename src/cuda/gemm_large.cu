@@ -800,27 +800,9 @@ struct Large {
       return fp8gemm_set_error(FP8GEMM_ERROR_BACKEND,
                                "large-M GEMM: no cluster of %d CTAs fits on the device", C::cluster);
     const unsigned grid = (unsigned)(units < max_clusters ? units : max_clusters) * C::cluster;
-    cudaLaunchAttribute attr[2];
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = C::smem_bytes;
-    config.stream = s->stream;
-    config.attrs = attr;
-    config.numAttrs = 0;
-    if (C::cluster > 1) {
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = C::cluster;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      config.numAttrs = 1;
-    }
-    if (s->overlap_launches) {
-      attr[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
-      config.numAttrs++;
-    }
-    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, gemm_large_kernel<kPre, kBN, kCM, kPipe>,
+    fp8gemm_cuda_launch launch;
+    fp8gemm_cuda_launch_init(&launch, s, grid, kThreads, C::smem_bytes, C::cluster, 0);
+    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config, gemm_large_kernel<kPre, kBN, kCM, kPipe>,
                                         map_x, map_w, map_y, p),
                      "large-M GEMM kernel launch");
     return fp8gemm_cuda_check(cudaGetLastError(), "large-M GEMM kernel launch");

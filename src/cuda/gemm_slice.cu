@@ -556,20 +556,9 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
                                                    (unsigned)S, "decode GEMM (row slices) weight"));
   else
     map_w = map_x; /* unused: bulk copies */
-  cudaLaunchAttribute attr[1];
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3((unsigned)ctas);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = layout.total;
-  config.stream = s->stream;
-  config.attrs = attr;
-  config.numAttrs = 0;
-  if (s->overlap_launches) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.numAttrs = 1;
-  }
-  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, kernel_for(S, prob->w_preshuffled != 0), map_x,
+  fp8gemm_cuda_launch launch;
+  fp8gemm_cuda_launch_init(&launch, s, (unsigned)ctas, kThreads, layout.total, 1, 0);
+  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config, kernel_for(S, prob->w_preshuffled != 0), map_x,
                                       map_w, p),
                    "decode GEMM (row slices) kernel launch");
   FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM (row slices) kernel launch");

@@ -1191,32 +1191,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
     /* The spread hand-off waits for the row's other pieces: launched
      * cooperatively, all CTAs are resident at once even when a launch on a
      * concurrent stream holds SMs. */
-    cudaLaunchAttribute attr[3];
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3((unsigned)p.ctas);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = smem;
-    config.stream = s->stream;
-    config.attrs = attr;
-    config.numAttrs = 0;
-    if (p.spread_fixup) {
-      attr[config.numAttrs].id = cudaLaunchAttributeCooperative;
-      attr[config.numAttrs].val.cooperative = 1;
-      config.numAttrs++;
-    }
-    if (p.cluster_fixup) {
-      attr[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
-      attr[config.numAttrs].val.clusterDim.x = (unsigned)p.row_splits;
-      attr[config.numAttrs].val.clusterDim.y = 1;
-      attr[config.numAttrs].val.clusterDim.z = 1;
-      config.numAttrs++;
-    }
-    if (s->overlap_launches) {
-      attr[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
-      config.numAttrs++;
-    }
-    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, fn, map_x, map_w, p), "decode GEMM kernel launch");
+    fp8gemm_cuda_launch launch;
+    fp8gemm_cuda_launch_init(&launch, s, (unsigned)p.ctas, kThreads, smem,
+                             p.cluster_fixup ? (unsigned)p.row_splits : 1u, p.spread_fixup);
+    FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config, fn, map_x, map_w, p), "decode GEMM kernel launch");
     FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM kernel launch");
     if (p.trace) print_trace(s, p);
   }

@@ -151,16 +151,10 @@ extern "C" fp8gemm_status fp8gemm_cuda_quantize_activations(
   size_t stride_m, stride_g;
   scale_strides(scale_layout, scale_ld, &stride_m, &stride_g);
   const size_t items = M * ((K + 127) / 128);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid_for(items, kWarpsPerBlock, 1u << 20));
-  config.blockDim = dim3(kWarpsPerBlock * 32);
-  config.stream = s->stream;
-  config.attrs = attr;
-  config.numAttrs = s->overlap_launches ? 1 : 0;
-  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&config, quantize_activations_kernel, M, K, x_dtype, x, ldx,
+  fp8gemm_cuda_launch launch;
+  fp8gemm_cuda_launch_init(&launch, s, grid_for(items, kWarpsPerBlock, 1u << 20), kWarpsPerBlock * 32,
+                           0, 1, 0);
+  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config, quantize_activations_kernel, M, K, x_dtype, x, ldx,
                                       xq, ldq, x_scale, stride_m, stride_g),
                    "quantize_activations kernel launch");
   return fp8gemm_cuda_check(cudaGetLastError(), "quantize_activations kernel launch");
