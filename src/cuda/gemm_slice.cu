@@ -51,15 +51,22 @@ namespace {
 constexpr int kThreads = kWarpSpecThreads; /* producer warpgroup + 2 consumer warpgroups */
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kMaxStages = 32;
-constexpr int kMinStages = 4;
+constexpr int kMinStages = 2;       /* one a consumer warpgroup */
 constexpr int kARows = 64;           /* wgmma m64: the activation rows A spans */
 constexpr int kMaxM = 64;
 constexpr int kMaxGroups = 128;      /* the scale table's size bound (K <= 16384) */
 constexpr int kWidths[] = {8, 16, 24, 32, 40, 48, 56, 64, 96, 128, 192};
 constexpr int kWidthCount = (int)(sizeof kWidths / sizeof kWidths[0]);
-/* K groups a consumer step takes (one wgmma wait): about 16 KiB of weight
- * a step where the registers allow (G partials of S / 2 floats each). */
-constexpr int groups_per_step(int S) { return S <= 32 ? 4 : S <= 64 ? 2 : 1; }
+/* K groups a stage holds, which a consumer step takes at once (one wait,
+ * G x 4 wgmmas into G partials of S / 2 floats): 16 KiB of weight or more
+ * where 3 stages of 64 activation rows still fit. A stage's size is what
+ * sets the streaming rate: one CTA an SM with ~192 KiB of copies in flight
+ * reads 1.1-1.5 TB/s in stages of 4 KiB and 2.8 TB/s in stages of 16 KiB,
+ * whether the copies are tensor, bulk or cp.async, whatever the wait
+ * (bench/tma_roof.cu, session 17). */
+constexpr int groups_per_step(int S) {
+  return S <= 8 ? 6 : S <= 24 ? 5 : S <= 40 ? 4 : S <= 56 ? 3 : S <= 96 ? 2 : 1;
+}
 template <int S>
 constexpr int kGroupsPerStep = groups_per_step(S);
 
@@ -82,7 +89,7 @@ struct SliceParams {
 
 /* Timestamps of a probe build (FP8GEMM_CUDA_PROBES; none otherwise, so a
  * release kernel carries no trace code): kTraceSlots events of every CTA,
- * then, for CTAs 0 and grid / 2, when each K group's copies were issued and
+ * then, for CTAs 0 and grid / 2, when each stage's copies were issued and
  * when its data was seen by the consumers. The probes cost the producer
  * warp a few spilled registers (its 40 are tight): the probe build's times
  * are for where the time goes, not for the tables. */
@@ -107,29 +114,31 @@ enum {
 #define SLICE_TRACE_GROUP(kind, g) ((void)0)
 #endif
 
-/* Shared-memory plan of one launch: [activation ring][weight ring][overrun
- * pad][sx table groups x 64][sw table groups x 2][full, empty mbarriers]. */
+/* Shared-memory plan of one launch: [ring of stages][overrun pad][sx table
+ * groups x 64][sw table groups x 2][full, empty mbarriers]. A stage holds G
+ * K groups: their activation tiles (x_rows x 128 each), then their weight
+ * slices (S x 128 each). */
 struct SliceSmem {
   int stages;
-  size_t x_ring, w_ring, pad, tables, total;
+  size_t stage_bytes, ring, pad, tables, total;
 };
 
 SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
   SliceSmem l;
-  const size_t x_stage = (size_t)x_rows * 128, w_stage = (size_t)S * 128;
+  const int G = groups_per_step(S);
+  l.stage_bytes = (size_t)G * (x_rows + S) * 128;
   l.tables = (size_t)groups * (kARows + 2) * 4;
   l.stages = 0;
   for (int st = kMaxStages; st >= 1; st--) {
     if (want_stages > 0 && st > want_stages) continue;
-    const size_t x_ring = st * x_stage, w_ring = st * w_stage;
-    /* The last stage's A operand reads 64 rows from its start. */
-    const size_t reach = (st - 1) * x_stage + (size_t)kARows * 128;
-    const size_t pad = reach > x_ring + w_ring ? reach - (x_ring + w_ring) : 0;
-    const size_t total = 1024 + x_ring + w_ring + pad + l.tables + (size_t)st * 16;
+    const size_t ring = st * l.stage_bytes;
+    /* The last stage's last A operand reads 64 rows from its start. */
+    const size_t reach = ring - l.stage_bytes + (size_t)(G - 1) * x_rows * 128 + (size_t)kARows * 128;
+    const size_t pad = reach > ring ? reach - ring : 0;
+    const size_t total = 1024 + ring + pad + l.tables + (size_t)st * 16;
     if (total <= (size_t)kSmemBudget) {
       l.stages = st;
-      l.x_ring = x_ring;
-      l.w_ring = w_ring;
+      l.ring = ring;
       l.pad = pad;
       l.total = total;
       break;
@@ -144,13 +153,15 @@ __global__ void __launch_bounds__(kThreads, 1)
                       const __grid_constant__ CUtensorMap map_w, const SliceParams p) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-  const int x_stage_bytes = p.x_rows * 128;
-  constexpr int kWStageBytes = S * 128;
-  uint8_t *x_ring = smem;
-  uint8_t *w_ring = x_ring + p.stages * x_stage_bytes;
-  const int reach = (p.stages - 1) * x_stage_bytes + kARows * 128;
-  const int rings = p.stages * (x_stage_bytes + kWStageBytes);
-  float *sx_table = reinterpret_cast<float *>(smem + (reach > rings ? reach : rings));
+  constexpr int G = kGroupsPerStep<S>;
+  constexpr int kWTileBytes = S * 128;
+  const int x_tile_bytes = p.x_rows * 128;
+  const int x_part_bytes = G * x_tile_bytes; /* a stage: G activation tiles, then G weight slices */
+  const int stage_bytes = x_part_bytes + G * kWTileBytes;
+  const int ring = p.stages * stage_bytes;
+  const int reach = ring - stage_bytes + (G - 1) * x_tile_bytes + kARows * 128;
+  const int steps = (p.groups + G - 1) / G; /* stages in all, a consumer step each */
+  float *sx_table = reinterpret_cast<float *>(smem + (reach > ring ? reach : ring));
   float *sw_table = sx_table + p.groups * kARows;
   uint64_t *full_bar = reinterpret_cast<uint64_t *>(sw_table + 2 * p.groups);
   uint64_t *empty_bar = full_bar + p.stages;
@@ -185,11 +196,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int avail1 = rows_dst1 > 0 && b1 < p.block_rows ? min(rows_dst1, min(128, p.N - b1 * 128)) : 0;
     /* Weight copies of the first ring's worth go out before the wait for the
      * previous kernel (the weight is read-only while a handle lives). */
-    const int early = min(p.stages, p.groups);
-    /* The copies (or, narrow, the stores) of group g's slice; the bytes they
-     * bring are armed by the caller first. */
-    auto issue_w = [&](int stage, int g, uint32_t bar) {
-      uint8_t *dst = w_ring + stage * kWStageBytes;
+    const int early = min(p.stages, steps);
+    /* The copies (or, narrow, the stores) of group g's slice into dst; the
+     * bytes they bring are armed by the caller first. */
+    auto issue_w = [&](uint8_t *dst, int g, uint32_t bar) {
       if (!kPreshuffled) {
         if (lane == 0) {
           if (p.evict_first) tma_load_2d_hint(smem_addr(dst), &map_w, g * 128, r_start, bar, policy);
@@ -221,35 +231,41 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     };
-    auto issue_x = [&](int stage, int g) {
-      tma_load_2d(smem_addr(x_ring + stage * x_stage_bytes), &map_x, g * 128, 0,
-                  smem_addr(full_bar + stage));
+    /* The activation tiles of step (stage) st, which lives in ring slot `slot`. */
+    auto issue_x = [&](int slot, int st) {
+      const uint32_t dst = smem_addr(smem + slot * stage_bytes), bar = smem_addr(full_bar + slot);
+      const int g0 = st * G, count = min(G, p.groups - g0);
+      for (int u = 0; u < count; u++)
+        tma_load_2d(dst + u * x_tile_bytes, &map_x, (g0 + u) * 128, 0, bar);
     };
     int stage = 0;
     uint32_t phase = 0;
-    for (int g = 0; g < p.groups; g++) {
+    for (int st = 0; st < steps; st++) {
       mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
       const uint32_t bar = smem_addr(full_bar + stage);
+      uint8_t *w_dst = smem + stage * stage_bytes + x_part_bytes;
+      const int g0 = st * G, count = min(G, p.groups - g0);
       /* Armed before the copies are issued (a copy may complete at once);
-       * the byte count of the preshuffled slice is known up front. */
-      const int width = min(128, p.K - g * 128);
-      uint32_t w_bytes;
-      if (!kPreshuffled) w_bytes = kWStageBytes;
-      else if (width < 128) w_bytes = 0;
-      else w_bytes = (uint32_t)(avail0 + avail1) * 128;
-      if (kPreshuffled && width < 128) issue_w(stage, g, bar); /* warp-wide stores, no tx */
+       * the byte count of the preshuffled slice is known up front. Only the
+       * last group can be narrow (K % 128 != 0): written by the warp, no tx. */
+      const int last_width = min(128, p.K - (g0 + count - 1) * 128);
+      const bool narrow = kPreshuffled && last_width < 128;
+      const int full_groups = narrow ? count - 1 : count;
+      const uint32_t w_bytes =
+          (uint32_t)full_groups * (kPreshuffled ? (uint32_t)(avail0 + avail1) * 128 : (uint32_t)kWTileBytes);
+      if (narrow) issue_w(w_dst + (count - 1) * kWTileBytes, g0 + count - 1, bar);
       __syncwarp();
-      if (lane == 0) mbar_arrive_expect_tx(bar, w_bytes + (uint32_t)x_stage_bytes);
+      if (lane == 0) mbar_arrive_expect_tx(bar, w_bytes + (uint32_t)(count * x_tile_bytes));
       __syncwarp();
-      if (!(kPreshuffled && width < 128)) issue_w(stage, g, bar);
+      for (int u = 0; u < full_groups; u++) issue_w(w_dst + u * kWTileBytes, g0 + u, bar);
       if (lane == 0) {
-        if (g >= early) issue_x(stage, g);
-        if (g == early - 1) {
+        if (st >= early) issue_x(stage, st);
+        if (st == early - 1) {
           griddep_wait();
           for (int e = 0; e < early; e++) issue_x(e, e);
           SLICE_TRACE(kTraceXIssued);
         }
-        SLICE_TRACE_GROUP(0, g);
+        SLICE_TRACE_GROUP(0, st);
       }
       __syncwarp();
       if (++stage == p.stages) {
@@ -293,49 +309,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   named_bar(1, 256);
   if (tid == 0) SLICE_TRACE(kTraceScalesRead);
 
-  const uint32_t x_ring_s = smem_addr(x_ring), w_ring_s = smem_addr(w_ring);
+  const uint32_t ring_s = smem_addr(smem);
   const uint32_t sx_s = smem_addr(sx_table), sw_s = smem_addr(sw_table);
   const int m0 = warp * 16 + gid; /* this thread's token rows: m0 and m0 + 8 */
   float acc[S / 2];
 #pragma unroll
   for (int i = 0; i < S / 2; i++) acc[i] = 0.0f;
-  /* Steps of G consecutive K groups, warpgroup w taking the steps of
-   * parity w: a step's G x 4 wgmmas go out together into G partials and one
-   * wait covers them (the tensor-core latency of a group's four dependent
-   * k32 steps paid once per G groups). Measured against one group per wait
-   * (session 16, H100): 4096 x 7168 M = 1 15.8 us against 16.2, within 3%
-   * elsewhere; the wait was not what held the small-M rate. A short last
-   * step issues group g0's wgmmas into its unused slots (no conditional
-   * wgmma issue, which ptxas serializes) and drops them. */
-  constexpr int G = kGroupsPerStep<S>;
-  const int steps = (p.groups + G - 1) / G;
+  /* Steps of one stage (G consecutive K groups), warpgroup w taking the
+   * steps of parity w: a step's G x 4 wgmmas go out together into G
+   * partials and one wait covers them. A short last step issues group g0's
+   * wgmmas into its unused slots (no conditional wgmma issue, which ptxas
+   * serializes) and drops them. */
   for (int step = wg; step < steps; step += 2) {
     const int g0 = step * G, count = min(G, p.groups - g0);
-    int stage_of[G];
+    const int slot = step % p.stages;
     float sx0[G], sx1[G], sw_lo[G], sw_hi[G];
 #pragma unroll
     for (int u = 0; u < G; u++) {
       const int g = g0 + (u < count ? u : 0);
-      stage_of[u] = g % p.stages;
       sx0[u] = lds_f32(sx_s + 4 * (g * kARows + m0));
       sx1[u] = lds_f32(sx_s + 4 * (g * kARows + m0 + 8));
       sw_lo[u] = lds_f32(sw_s + 4 * (2 * g));
       sw_hi[u] = lds_f32(sw_s + 4 * (2 * g + 1));
     }
-#pragma unroll
-    for (int u = 0; u < G; u++)
-      if (u < count) {
-        mbar_wait(smem_addr(full_bar + stage_of[u]), (uint32_t)((g0 + u) / p.stages) & 1u);
-        if (t == 0) SLICE_TRACE_GROUP(1, g0 + u);
-      }
+    mbar_wait(smem_addr(full_bar + slot), (uint32_t)(step / p.stages) & 1u);
+    if (t == 0) SLICE_TRACE_GROUP(1, step);
     if (t == 0 && step == 0) SLICE_TRACE(kTraceFirstData);
     if (t == 0 && step == steps - 1) SLICE_TRACE(kTraceLastData);
     float part[G][S / 2];
+    const uint32_t stage_s = ring_s + slot * stage_bytes;
     wgmma_fence();
 #pragma unroll
     for (int u = 0; u < G; u++) {
-      const uint32_t a = x_ring_s + stage_of[u] * x_stage_bytes,
-                     b = w_ring_s + stage_of[u] * kWStageBytes;
+      const int v = u < count ? u : 0;
+      const uint32_t a = stage_s + v * x_tile_bytes, b = stage_s + x_part_bytes + v * kWTileBytes;
 #pragma unroll
       for (int kk = 0; kk < 4; kk++)
         Wgmma<S>::run(part[u], smem_desc_sw128(a + kk * 32), smem_desc_sw128(b + kk * 32), kk);
@@ -343,10 +350,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_commit();
     wgmma_wait_all();
     __syncwarp();
-    if (lane == 0)
-#pragma unroll
-      for (int u = 0; u < G; u++)
-        if (u < count) mbar_arrive(smem_addr(empty_bar + stage_of[u]));
+    if (lane == 0) mbar_arrive(smem_addr(empty_bar + slot));
     /* part[u][4j + e]: token m0 + 8 (e >> 1), slice row 8j + 2 tig + (e & 1),
      * which is in block b0 + 1 from slice row 128 - a0 on. */
 #pragma unroll
@@ -444,8 +448,8 @@ constexpr size_t kTraceEntries = (size_t)kTraceMaxCtas * kTraceSlots + 4 * kMaxG
 
 /* FP8GEMM_CUDA_SLICE_TRACE=1 in a probe build (synchronizes): the last
  * launch's events, min/mean/max over the CTAs in us from the first
- * producer's start, then the two traced CTAs' groups (issued / seen). */
-fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, int ctas) {
+ * producer's start, then the two traced CTAs' stages (issued / seen). */
+fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, int ctas, int S) {
   static unsigned long long host[kTraceEntries];
   FP8GEMM_CUDA_TRY(cudaMemcpyAsync(host, p.trace, sizeof host, cudaMemcpyDeviceToHost, s->stream),
                    "slice trace");
@@ -460,8 +464,9 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
   fprintf(stderr, "\n");
   for (int which = 0; which < 2; which++) {
     const unsigned long long *g = host + (size_t)ctas * kTraceSlots + which * 2 * kMaxGroups;
-    fprintf(stderr, "slice trace CTA %d groups (issued/seen us):", which ? ctas / 2 : 0);
-    for (int k = 0; k < p.groups; k++)
+    fprintf(stderr, "slice trace CTA %d stages of %d groups (issued/seen us):", which ? ctas / 2 : 0,
+            groups_per_step(S));
+    for (int k = 0; k < (p.groups + groups_per_step(S) - 1) / groups_per_step(S); k++)
       fprintf(stderr, " %.2f/%.2f", ((double)g[k] - (double)origin) / 1000.0,
               ((double)g[kMaxGroups + k] - (double)origin) / 1000.0);
     fprintf(stderr, "\n");
@@ -491,8 +496,7 @@ extern "C" int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s,
   const int S = slice_rows(s, p->N);
   if (!S) return 0;
   /* A step waits for G stages at once; 2G let both warpgroups hold one. */
-  const int need = 2 * groups_per_step(S) > kMinStages ? 2 * groups_per_step(S) : kMinStages;
-  return slice_smem(S, x_rows_for(p->M), (int)((p->K + 127) / 128), 0).stages >= need;
+  return slice_smem(S, x_rows_for(p->M), (int)((p->K + 127) / 128), 0).stages >= kMinStages;
 }
 
 extern "C" int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N) {
@@ -527,7 +531,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   /* Benchmark knob, read per call (host only): a shallower ring. */
   const char *env = getenv("FP8GEMM_CUDA_SLICE_STAGES");
   int want = env && *env ? atoi(env) : 0;
-  if (want > 0 && want < groups_per_step(S)) want = groups_per_step(S); /* a step's stages at once */
+  if (want > 0 && want < kMinStages) want = kMinStages;
   const SliceSmem layout = slice_smem(S, p.x_rows, p.groups, want);
   if (layout.stages < 1)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
@@ -563,7 +567,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
                    "decode GEMM (row slices) kernel launch");
   FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM (row slices) kernel launch");
 #ifdef FP8GEMM_CUDA_PROBES
-  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas));
+  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas, S));
 #endif
   return FP8GEMM_OK;
 }
