@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The row-slice kernel checked and timed in under two minutes of device time
 # (for a session short of it): the decode-path GPU tests, an interleaved A/B
-# against an older build (ARTIFACTS/old/libfp8gemm.so, built at the commit
-# to compare) and the 128-row kernel on 13 decode rows, then racecheck and
-# memcheck over the quick set. Run from the repository root with OUT set:
-#   OUT=/tmp/o bash bench/gpu_slices_quick.sh   (artifacts in .gpuart)
+# against an older build (.gpuart/old/libfp8gemm.so: BASELINE=REV bash
+# bench/pack_gpu.sh .gpuart) and the 128-row kernel on 13 decode rows, then
+# racecheck and memcheck over the quick set. Run from the repository root
+# with OUT set:  OUT=/tmp/o bash bench/gpu_slices_quick.sh
 A=.gpuart; export LD_LIBRARY_PATH=$PWD/$A PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > $OUT/env.txt
 D=FP8GEMM_CUDA_CROSSOVER=1000000
