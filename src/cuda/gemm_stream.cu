@@ -1062,22 +1062,26 @@ extern "C" size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, s
 
 /* Row slices (gemm_slice.cu) instead of this kernel's 128-row blocks:
  * FP8GEMM_CUDA_DECODE_SLICES=1 wherever the slice kernel runs, =0 never,
- * unset the built-in rule, from two interleaved A/B runs on the H100
- * (session 16, bench/results/cuda-h100-2026-12-07-s16.md), us, this kernel
- * / slices:
- *  - M = 33..64 only. At M = 64 slices won on every measured shape in the
- *    plain layout (4096 x 7168 16.3-16.8 / 15.3-15.5, 4608 x 7168 18.6 /
- *    15.3-15.8, 7168 x 2304 12.4-13.6 / 9.4-11.1, 7168 x 2048 11.6 / 8.9-9.5,
- *    7168 x 16384 47.3-47.6 / 43.1, 24576 x 1536 20.0-20.2 / 18.3-18.5); at
- *    M <= 16 they lost everywhere (4096 x 7168 11.8 / 15.8, 2112 x 7168 8.3
- *    / 14.1), at M = 32 they tied or lost.
- *  - Preshuffled, only up to 18 K groups: 7168 x 2304 12.3 / 10.5, 7168 x
- *    2048 11.0 / 9.5, 24576 x 1536 19.5 / 17.7, but 4096 x 7168 16.3 / 18.4,
- *    7168 x 16384 46.7 / 49.3 (the slice's 4-7 KiB pieces of each 16 KiB
- *    tile read slower than the tiles whole).
+ * unset the built-in rule, from interleaved A/B runs on the H100 (sessions
+ * 16 and 18, bench/results/cuda-h100-2026-12-07-s16.md and -s18.md), us,
+ * this kernel / slices with stages of several K groups (session 18, two
+ * runs):
+ *  - M = 33..64 only. At M = 64 slices win on every measured shape in the
+ *    plain layout (4096 x 7168 16.5-16.8 / 14.2, 4608 x 7168 18.8-19.0 /
+ *    15.0-15.1, 2112 x 7168 14.4-14.7 / 11.8-12.2, 7168 x 2304 12.4-12.6 /
+ *    8.8-8.9, 24576 x 1536 19.6-19.8 / 17.6-17.9, 7168 x 16384 46.4-46.9 /
+ *    42.1-43.0); at M = 32 they tie (4096 x 7168 14.0-14.3 / 13.9) or lose
+ *    (24576 x 1536 15.1 / 17.6); at M <= 16 they lose (4096 x 7168 11.7-12.6
+ *    / 13.6-14.7, 2112 x 7168 8.3-9.4 / 12.4-12.7).
+ *  - Preshuffled, only up to 18 K groups: at M = 64 7168 x 2304 11.8-12.2 /
+ *    9.0-9.4, 24576 x 1536 18.9-19.2 / 17.1-17.4, but 4096 x 7168 16.4-16.6
+ *    / 17.3-17.5, 2112 x 7168 14.2-14.4 / 16.3-16.4 (the slice's 4-7 KiB
+ *    runs of each 16 KiB tile read slower than the plain layout's rows; not
+ *    from every CTA reading the same tile column at once: starting each
+ *    CTA at its own K step changed nothing).
  *  - Slices of at least M / 4 rows (every CTA reads all of x: M x K codes
  *    against S x K of weight; 2112 x 7168 with 16-row slices was the
- *    smallest measured, a 1-3% win) and a launch that fills 90% of the SMs. */
+ *    smallest measured) and a launch that fills 90% of the SMs. */
 static bool slices_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
   if (prob->fused || !fp8gemm_cuda_slice_supported(s, prob)) return false;
   const char *env = getenv("FP8GEMM_CUDA_DECODE_SLICES");
