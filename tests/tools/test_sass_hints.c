@@ -97,12 +97,14 @@ static const char *write_file(const char *name, const unsigned char *data, size_
   return path;
 }
 
+/* The file's bytes into data (it must fit in cap); its size. */
 static size_t read_file(const char *path, unsigned char *data, size_t cap) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  const size_t n = fread(data, 1, cap, f);
-  fclose(f);
-  return n;
+  size_t size;
+  unsigned char *bytes = tu_read_file(path, &size);
+  assert_true(size <= cap);
+  memcpy(data, bytes, size);
+  free(bytes);
+  return size;
 }
 
 /* Runs the tool with a NULL-terminated argument list; its exit status. */
