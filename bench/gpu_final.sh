@@ -9,7 +9,10 @@
 # the pass over two device calls, each under the 10-minute limit).
 #
 #   bash bench/gpu_final.sh ARTIFACTS     (writes under $OUT)
-#   STEPS="sass tests sanitize run pytest"  or  STEPS="bench tune"
+#   STEPS="sass tests sanitize run pytest"  or  STEPS="tune bench"
+#   BENCH_SHAPES=bench/shapes_decode.csv MAX_M=128   the benchmark's rows (default
+#                                         ARTIFACTS/shapes.csv, every M); after a tune
+#                                         step it runs on the table the tune wrote
 set -u
 source "$(dirname "$0")/gpu_common.sh"
 STEPS=${STEPS:-"sass tests sanitize run pytest bench tune"}
@@ -45,15 +48,18 @@ if has pytest; then
     PYTHONPATH="$PWD/python" python3 -m pytest -q -rs -p no:cacheprovider python/tests
   tail -n 5 "$OUT/pytest.log"
 fi
-if has bench; then
-  step bench.log 330 python3 bench/cuda_bench.py --lib "$ART/libfp8gemm.so" --shapes "$ART/shapes.csv" \
-    --out "$OUT/cuda-bench.json" --png "$OUT/cuda-bench.png"
-  grep -E "^\|" "$OUT/bench.log" | head -90
-fi
 if has tune; then
   grep -E "^deepseek" "$ART/shapes.csv" >/tmp/deepseek.csv
   step tune.log 150 "$ART/fp8gemm" tune --backend cuda --device '*' --shapes /tmp/deepseek.csv \
     -o "$OUT/cuda.csv" --budget 0.02
   tail -n 10 "$OUT/tune.log"
+fi
+if has bench; then
+  # With the tune step in the same pass, the benchmark runs on the table it wrote.
+  TUNED=(); [ -s "$OUT/cuda.csv" ] && TUNED=(env FP8GEMM_TUNED="$OUT/cuda.csv")
+  step bench.log 330 "${TUNED[@]}" python3 bench/cuda_bench.py --lib "$ART/libfp8gemm.so" \
+    --shapes "${BENCH_SHAPES:-$ART/shapes.csv}" --max-m "${MAX_M:-0}" \
+    --out "$OUT/cuda-bench.json" --png "$OUT/cuda-bench.png"
+  grep -E "^\|" "$OUT/bench.log" | head -90
 fi
 exit $status
