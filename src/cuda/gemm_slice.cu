@@ -19,24 +19,26 @@
  * measured faster: M = 33..64, plain or up to 18 K groups.
  *
  * A CTA: a producer warp and two consumer warpgroups around a ring of
- * stages; stage i holds K group i's activation tile (8*MT token rows of 128
- * codes, 128B-swizzled, by a 2-D tensor copy; rows past M are zeros) and
- * the slice's weight rows of group i (S rows of 128 bytes: a 2-D tensor copy
- * of the plain [N, K] layout; in the preshuffled layout the slice's rows of
- * a 16 KiB tile are one contiguous run, one bulk copy per 128-row block the
- * slice touches, as S and the slice start are multiples of 8 rows = one
- * 1 KiB swizzle atom). Warpgroup w takes the groups of parity w: four wgmma
- * m64nSk32, a wait, then the fp32 promotion with sx(m, g) * sw(block, g)
- * (scales read once into shared memory at the start). At the end warpgroup
- * 1 hands its sums to warpgroup 0 through shared memory (even groups' sum +
- * odd groups' sum: a fixed order, the same bits on every run), which adds
- * the bias and stores y.
+ * stages; a stage holds G consecutive K groups (groups_per_step below:
+ * 16 KiB of weight or more, which is what streams fast): their activation
+ * tiles (8*MT token rows of 128 codes each, 128B-swizzled, 2-D tensor
+ * copies; rows past M are zeros), then the slice's weight rows of each group
+ * (S rows of 128 bytes: a 2-D tensor copy of the plain [N, K] layout; in
+ * the preshuffled layout the slice's rows of a 16 KiB tile are one
+ * contiguous run, one bulk copy per 128-row block the slice touches, as S
+ * and the slice start are multiples of 8 rows = one 1 KiB swizzle atom).
+ * Warpgroup w takes the stages of parity w: G x 4 wgmma m64nSk32 into G
+ * partials, one wait, then the fp32 promotion of each group with sx(m, g) *
+ * sw(block, g) (scales read once into shared memory at the start). At the
+ * end warpgroup 1 hands its sums to warpgroup 0 through shared memory (even
+ * stages' sum + odd stages' sum: a fixed order, the same bits on every
+ * run), which adds the bias and stores y.
  *
- * The wgmma always reads 64 activation rows. Below M = 57 a stage holds only
- * 8*MT of them and the rest of the 64 are whatever follows in shared memory:
- * rows of D depend only on the same rows of A, and rows >= M are never
- * stored, so the ring keeps its depth (a 4 KiB slice with 1 KiB of
- * activation instead of 8). */
+ * The wgmma always reads 64 activation rows. Below M = 57 an activation tile
+ * holds only 8*MT of them and the rest of the 64 are whatever follows in
+ * shared memory: rows of D depend only on the same rows of A, and rows >= M
+ * are never stored, so the ring keeps its depth (the overrun past the
+ * ring's end is padded). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
