@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli_util.h"
@@ -57,6 +58,35 @@ static int parse_rungs(const char *text, size_t *rungs) {
 
 static const char table_header[] =
     "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,preshuffled_us\n";
+
+/* The table's first lines: how it was made, so that a table copied into
+ * data/tuned/ carries its provenance. argv[0] is the subcommand; arguments
+ * with characters a shell would treat specially are single-quoted. */
+static void write_provenance(FILE *out, int argc, char **argv, const char *measured_on,
+                             const char *dtype, int crossover_measured) {
+  char date[32] = "unknown date";
+  const time_t now = time(NULL);
+  struct tm utc;
+  if (gmtime_r(&now, &utc)) strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", &utc);
+  fprintf(out, "# Written by `fp8gemm");
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const int plain = *a && strspn(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                      "0123456789_./,:=+-") == strlen(a);
+    fprintf(out, plain ? " %s" : " '%s'", a);
+  }
+  fprintf(out, "` on %s (fp8gemm %s, %s; x and y %s).\n", measured_on, fp8gemm_version_string(),
+          date, dtype);
+  fputs("# layout: the one with the smaller geometric mean of per-M time ratios (plain_us and\n"
+        "# preshuffled_us: fp8gemm_linear per call, medians, in us; the calls cycle through copies\n"
+        "# of each weight).\n",
+        out);
+  fputs(crossover_measured
+            ? "# crossover_m: the largest rung up to which the small-M (decode) path, forced, beat\n"
+              "# the large-M kernel, forced, at every rung, with the winning layout.\n"
+            : "# crossover_m: default (the backend's own rule; --crossover-m none).\n",
+        out);
+}
 
 /* 1 if shapes[s] is the first of the list with its (N, K). */
 static int first_of_its_shape(const cli_shape *shapes, int s) {
@@ -227,6 +257,7 @@ int fp8gemm_cmd_tune(int argc, char **argv) {
     perror(out_tmp);
     return 1;
   }
+  write_provenance(out, argc, argv, fp8gemm_context_device(ctx), dtype_spec, measure_crossover);
   fputs(table_header, out);
   printf("fp8gemm tune: backend %s, device %s, x and y %s\n",
          fp8gemm_backend_name((fp8gemm_backend)backend), device, dtype_spec);

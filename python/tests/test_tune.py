@@ -9,6 +9,14 @@ import pytest
 import fp8gemm
 from fp8gemm.tuning import find_cli
 
+def read_table(path) -> list:
+    """The table's rows (its first lines, starting with '#', say how it was made)."""
+    with open(path, newline="") as handle:
+        lines = list(handle)
+    assert lines[0].startswith("# Written by `fp8gemm tune ")
+    return list(csv.DictReader(line for line in lines if not line.startswith("#")))
+
+
 try:
     find_cli()
 except fp8gemm.Error as exc:
@@ -19,8 +27,7 @@ def test_tune_writes_a_table_that_decides_layouts(tmp_path) -> None:
     table = fp8gemm.tune(
         [(256, 512, [1, 16]), (200, 272, [3])], tmp_path / "table.csv", budget_seconds=0.01
     )
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_table(table)
     assert [(int(r["N"]), int(r["K"])) for r in rows] == [(256, 512), (200, 272)]
     assert rows[0]["m_values"].split() == ["1", "16"]
     assert all(r["backend"] == "cpu" and r["layout"] in ("plain", "preshuffled") for r in rows)
@@ -39,16 +46,13 @@ def test_tune_reads_a_shapes_file(tmp_path) -> None:
     shapes = tmp_path / "shapes.csv"
     shapes.write_text("# set,N,K,M values\nsmall,128,256,2 8\n")
     table = fp8gemm.tune(shapes, tmp_path / "t.csv", device="*", budget_seconds=0.01)
-    with open(table, newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
+    (row,) = read_table(table)
     assert (row["device"], row["N"], row["K"]) == ("*", "128", "256")
     table = fp8gemm.tune(shapes, tmp_path / "u.csv", budget_seconds=0.01, crossover_m=[2, 8])
-    with open(table, newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
+    (row,) = read_table(table)
     assert row["crossover_m"] in ("0", "2", "8")
     table = fp8gemm.tune(shapes, tmp_path / "v.csv", budget_seconds=0.01, crossover_m="none")
-    with open(table, newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
+    (row,) = read_table(table)
     assert row["crossover_m"] == "default"
 
 

@@ -514,7 +514,16 @@ static void test_tune_crossover(void **state) {
   FILE *f = fopen(table, "r");
   assert_non_null(f);
   char line[512];
+  /* First how the table was made (the command as given, the device), then the columns. */
   assert_non_null(fgets(line, sizeof line, f));
+  static const char provenance[] =
+      "# Written by `fp8gemm tune --shapes '1,256,512;3,200,272;16,256,512' -o ";
+  if (strncmp(line, provenance, strlen(provenance))) fail_msg("provenance line: %s", line);
+  assert_non_null(strstr(line, "--crossover-m 1,8` on "));
+  assert_non_null(strstr(line, fp8gemm_version_string()));
+  int comments = 1;
+  while (fgets(line, sizeof line, f) && line[0] == '#') comments++;
+  assert_int_equal(comments, 6);
   assert_string_equal(line,
                       "backend,device,N,K,layout,kernel,crossover_m,m_values,plain_us,"
                       "preshuffled_us\n");
@@ -547,9 +556,14 @@ static void test_tune_crossover(void **state) {
                    0);
   f = fopen(table, "r");
   assert_non_null(f);
-  assert_non_null(fgets(line, sizeof line, f));
-  assert_non_null(fgets(line, sizeof line, f));
+  int said_default = 0;
+  do {
+    assert_non_null(fgets(line, sizeof line, f));
+    said_default |= strstr(line, "# crossover_m: default") != NULL;
+  } while (line[0] == '#');
+  assert_non_null(fgets(line, sizeof line, f)); /* past the column names */
   fclose(f);
+  assert_true(said_default);
   if (!strstr(line, ",fp8gemm_linear,default,")) fail_msg("crossover_m not default: %s", line);
 
   /* bf16 activations (what engines pass on the GPU): a table as well. */
