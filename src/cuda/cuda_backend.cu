@@ -100,6 +100,21 @@ extern "C" void fp8gemm_cuda_launch_init(fp8gemm_cuda_launch *launch, const fp8g
   }
 }
 
+extern "C" fp8gemm_status fp8gemm_cuda_trace_buffer(fp8gemm_cuda_state *s, size_t entries,
+                                                    unsigned long long **buffer) {
+  if (s->trace_entries < entries) {
+    if (s->trace) cudaFree(s->trace);
+    s->trace = NULL;
+    s->trace_entries = 0;
+    FP8GEMM_CUDA_TRY(cudaMalloc((void **)&s->trace, entries * sizeof(*s->trace)), "trace buffer");
+    s->trace_entries = entries;
+  }
+  FP8GEMM_CUDA_TRY(cudaMemsetAsync(s->trace, 0, entries * sizeof(*s->trace), s->stream),
+                   "trace buffer");
+  *buffer = s->trace;
+  return FP8GEMM_OK;
+}
+
 static size_t crossover_of(const fp8gemm_cuda_state *s, const fp8gemm_weight *w);
 
 extern "C" fp8gemm_status fp8gemm_cuda_encode_2d(const fp8gemm_cuda_state *s, CUtensorMap *map,
@@ -154,6 +169,7 @@ static void release_state(fp8gemm_cuda_state *s) {
   if (s->split_counters) cudaFree(s->split_counters);
   if (s->error_flag) cudaFree(s->error_flag);
   if (s->first_bad_index) cudaFree(s->first_bad_index);
+  if (s->trace) cudaFree(s->trace);
   free(s);
 }
 

@@ -51,6 +51,8 @@ typedef struct fp8gemm_cuda_state {
   int small_registers;          /* FP8GEMM_CUDA_SMALL_KERNEL=registers: the older small-M kernel */
   int overlap_launches;         /* decode GEMM with programmatic dependent launch (FP8GEMM_CUDA_PDL=0: off) */
   int stream_max_clusters[9];   /* [P], P = 2..8: clusters of P decode CTAs resident at once */
+  unsigned long long *trace;    /* device, the decode kernels' timestamps (diagnostics only) */
+  size_t trace_entries;
 } fp8gemm_cuda_state;
 
 #ifdef __cplusplus
@@ -64,6 +66,10 @@ fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
  * + e] is CTA c's stamp of event e (0: none). Prints, on stderr, " | name
  * lo/mean/hi" for each event of `order`, in us from the earliest stamp of
  * event 0, over the CTAs that stamped it; returns that origin. */
+/* The context's trace buffer of at least `entries` stamps, zeroed on its
+ * stream (allocated on first use, grown when a launch needs more). */
+fp8gemm_status fp8gemm_cuda_trace_buffer(fp8gemm_cuda_state *s, size_t entries,
+                                         unsigned long long **buffer);
 unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host, int ctas,
                                                    int slots, const int *order,
                                                    const char *const *names, int count);

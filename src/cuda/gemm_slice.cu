@@ -543,14 +543,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   p.trace = NULL;
 #ifdef FP8GEMM_CUDA_PROBES
   const char *trace = getenv("FP8GEMM_CUDA_SLICE_TRACE");
-  if (trace && *trace == '1' && ctas <= kTraceMaxCtas) {
-    static unsigned long long *buffer = NULL; /* a probe build's diagnostic only */
-    if (!buffer)
-      FP8GEMM_CUDA_TRY(cudaMalloc((void **)&buffer, kTraceEntries * sizeof(*buffer)), "slice trace");
-    FP8GEMM_CUDA_TRY(cudaMemsetAsync(buffer, 0, kTraceEntries * sizeof(*buffer), s->stream),
-                     "slice trace");
-    p.trace = buffer;
-  }
+  if (trace && *trace == '1' && ctas <= kTraceMaxCtas)
+    FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_trace_buffer(s, kTraceEntries, &p.trace));
 #endif
   CUtensorMap map_x, map_w;
   FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_encode_2d(s, &map_x, CU_TENSOR_MAP_DATA_TYPE_UINT8,

@@ -1107,12 +1107,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
   p.block_rows = (int)((prob->N + 127) / 128);
   p.trace = NULL;
   const char *trace = getenv("FP8GEMM_CUDA_STREAM_TRACE");
-  if (trace && *trace == '1') {
-    static unsigned long long *buffer = NULL;
-    if (!buffer) FP8GEMM_CUDA_TRY(cudaMalloc((void **)&buffer, 8 * 2048 * sizeof(*buffer)), "trace");
-    FP8GEMM_CUDA_TRY(cudaMemsetAsync(buffer, 0, 8 * 2048 * sizeof(*buffer), s->stream), "trace");
-    p.trace = buffer;
-  }
+  if (trace && *trace == '1') FP8GEMM_RETURN_IF_ERROR(fp8gemm_cuda_trace_buffer(s, 8 * 2048, &p.trace));
   const char *evict = getenv("FP8GEMM_CUDA_STREAM_EVICT");
   p.evict_first = !(evict && *evict == '0');
   const char *nofix = getenv("FP8GEMM_CUDA_STREAM_NOFIX");
