@@ -66,13 +66,13 @@ fp8gemm_status fp8gemm_cuda_make_current(const fp8gemm_cuda_state *state);
  * + e] is CTA c's stamp of event e (0: none). Prints, on stderr, " | name
  * lo/mean/hi" for each event of `order`, in us from the earliest stamp of
  * event 0, over the CTAs that stamped it; returns that origin. */
+unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host, int ctas,
+                                                   int slots, const int *order,
+                                                   const char *const *names, int count);
 /* The context's trace buffer of at least `entries` stamps, zeroed on its
  * stream (allocated on first use, grown when a launch needs more). */
 fp8gemm_status fp8gemm_cuda_trace_buffer(fp8gemm_cuda_state *s, size_t entries,
                                          unsigned long long **buffer);
-unsigned long long fp8gemm_cuda_print_trace_events(const unsigned long long *host, int ctas,
-                                                   int slots, const int *order,
-                                                   const char *const *names, int count);
 /* How many clusters of `cluster` CTAs of kernel `fn` (threads, dynamic
  * shared memory smem) the device holds at once, into *clusters; `what`
  * names the kernel in the error message. */
