@@ -464,11 +464,12 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
   const unsigned long long origin =
       fp8gemm_cuda_print_trace_events(host, ctas, kTraceSlots, order, names, kTraceSlots);
   fprintf(stderr, "\n");
+  const int G = groups_per_step(S), steps = (p.groups + G - 1) / G;
   for (int which = 0; which < 2; which++) {
     const unsigned long long *g = host + (size_t)ctas * kTraceSlots + which * 2 * kMaxGroups;
     fprintf(stderr, "slice trace CTA %d stages of %d groups (issued/seen us):", which ? ctas / 2 : 0,
-            groups_per_step(S));
-    for (int k = 0; k < (p.groups + groups_per_step(S) - 1) / groups_per_step(S); k++)
+            G);
+    for (int k = 0; k < steps; k++)
       fprintf(stderr, " %.2f/%.2f", ((double)g[k] - (double)origin) / 1000.0,
               ((double)g[kMaxGroups + k] - (double)origin) / 1000.0);
     fprintf(stderr, "\n");
