@@ -9,6 +9,7 @@ import pytest
 import fp8gemm
 from fp8gemm.tuning import find_cli
 
+
 def read_table(path) -> list:
     """The table's rows (its first lines, starting with '#', say how it was made)."""
     with open(path, newline="") as handle:
