@@ -2,7 +2,8 @@
 # Builds here what a run on the Hopper machine needs and lays it out flat in
 # DEST (default .gpuart, ignored by git; name it in the device call's
 # `carry`): libfp8gemm.so (and its soname), the fp8gemm tool, cuda_test_*,
-# read_roof (bench/read_roof.cu), tma_roof (bench/tma_roof.cu), shapes.csv, and the shared libraries that
+# read_roof (bench/read_roof.cu), tma_roof (bench/tma_roof.cu), wgmma_rate (bench/wgmma_rate.cu),
+# shapes.csv, and the shared libraries that
 # machine lacks (libjansson, libcmocka). The build has no OpenBLAS (only the
 # CPU benchmark uses it).
 #
@@ -33,6 +34,7 @@ copy_lib "$build" "$dest"
 cp "$build/fp8gemm" "$build"/tests/cuda_test_* "$dest/"
 nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -o "$dest/read_roof" bench/read_roof.cu
 nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -Isrc/cuda -o "$dest/tma_roof" bench/tma_roof.cu
+nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -Isrc/cuda -o "$dest/wgmma_rate" bench/wgmma_rate.cu
 cp ../shared/shapes.csv "$dest/shapes.csv" 2>/dev/null || cp bench/shapes.csv "$dest/shapes.csv"
 for lib in libjansson.so.4 libcmocka.so.0; do
   cp -L "$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')" "$dest/$lib"
