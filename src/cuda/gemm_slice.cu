@@ -54,6 +54,7 @@ constexpr int kThreads = kWarpSpecThreads; /* producer warpgroup + 2 consumer wa
 constexpr int kSmemBudget = 227 * 1024;
 constexpr int kMaxStages = 32;
 constexpr int kMinStages = 2;       /* one a consumer warpgroup */
+static_assert(kMaxStages % 2 == 0 && kMinStages % 2 == 0, "the ring's stages come in pairs (slice_smem)");
 constexpr int kARows = 64;           /* wgmma m64: the activation rows A spans */
 constexpr int kMaxM = 64;
 constexpr int kMaxGroups = 128;      /* the scale table's size bound (K <= 16384) */
@@ -119,7 +120,15 @@ enum {
 /* Shared-memory plan of one launch: [ring of stages][overrun pad][sx table
  * groups x 64][sw table groups x 2][full, empty mbarriers]. A stage holds G
  * K groups: their activation tiles (x_rows x 128 each), then their weight
- * slices (S x 128 each). */
+ * slices (S x 128 each).
+ *
+ * The ring has an even number of stages, so that ring slot s is always
+ * consumed by warpgroup s % 2. With an odd count the slots alternate between
+ * the warpgroups, and one warpgroup can come to a slot for its next use
+ * while the other's use of it (the phase between) has not landed: the
+ * mbarrier's parity wait cannot tell those phases apart, passes, and reads
+ * the wrong stage (session 19: 7168 x 16384 at M = 1 with 3 stages failed
+ * the launch; M = 33..64 on N <= 1056 at K = 7168 got 3 stages by default). */
 struct SliceSmem {
   int stages;
   size_t stage_bytes, ring, pad, tables, total;
@@ -131,7 +140,7 @@ SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
   l.stage_bytes = (size_t)G * (x_rows + S) * 128;
   l.tables = (size_t)groups * (kARows + 2) * 4;
   l.stages = 0;
-  for (int st = kMaxStages; st >= 1; st--) {
+  for (int st = kMaxStages; st >= kMinStages; st -= 2) {
     if (want_stages > 0 && st > want_stages) continue;
     const size_t ring = st * l.stage_bytes;
     /* The last stage's last A operand reads 64 rows from its start. */
@@ -531,7 +540,8 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   p.x_rows = x_rows_for(prob->M);
   const char *evict = getenv("FP8GEMM_CUDA_STREAM_EVICT");
   p.evict_first = !(evict && *evict == '0');
-  /* Benchmark knob, read per call (host only): a shallower ring. */
+  /* Benchmark knob, read per call (host only): a shallower ring (rounded
+   * down to an even count, see slice_smem). */
   const char *env = getenv("FP8GEMM_CUDA_SLICE_STAGES");
   int want = env && *env ? atoi(env) : 0;
   if (want > 0 && want < kMinStages) want = kMinStages;
