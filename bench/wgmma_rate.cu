@@ -79,7 +79,7 @@ template <int N>
 void run_n(int sms, unsigned long long *d_clocks, float *sink) {
   for (int wgs = 1; wgs <= 2; wgs++) {
     run<N, 4>(sms, wgs, d_clocks, sink);
-    if (N <= 64) run<N, 16>(sms, wgs, d_clocks, sink);
+    if constexpr (N <= 64) run<N, 16>(sms, wgs, d_clocks, sink);
   }
 }
 
