@@ -16,7 +16,8 @@
  * L2), where a cut row's pieces read only their own K runs; at M = 64 that
  * is about twice the weight's bytes in L2 traffic on 4096 x 7168. The
  * dispatch (slices_chosen, gemm_stream.cu) takes this kernel only where it
- * measured faster: M = 33..64, plain or up to 18 K groups.
+ * measured faster: M = 33..64, plain, or preshuffled up to 18 K groups or
+ * from 512 KiB of weight a slice.
  *
  * A CTA: a producer warp and two consumer warpgroups around a ring of
  * stages; a stage holds G consecutive K groups (groups_per_step below:

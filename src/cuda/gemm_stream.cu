@@ -1073,15 +1073,20 @@ extern "C" size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, s
  *    42.1-43.0); at M = 32 they tie (4096 x 7168 14.0-14.3 / 13.9) or lose
  *    (24576 x 1536 15.1 / 17.6); at M <= 16 they lose (4096 x 7168 11.7-12.6
  *    / 13.6-14.7, 2112 x 7168 8.3-9.4 / 12.4-12.7).
- *  - Preshuffled, only up to 18 K groups: at M = 64 7168 x 2304 11.8-12.2 /
- *    9.0-9.4, 24576 x 1536 18.9-19.2 / 17.1-17.4, but 4096 x 7168 16.4-16.6
- *    / 17.3-17.5, 2112 x 7168 14.2-14.4 / 16.3-16.4 (the slice's 4-7 KiB
- *    runs of each 16 KiB tile read slower than the plain layout's rows; not
- *    from every CTA reading the same tile column at once: starting each
- *    CTA at its own K step changed nothing).
+ *  - Preshuffled, up to 18 K groups or from 512 KiB of weight a slice: at
+ *    M = 64 7168 x 2304 11.8-12.2 / 9.0-9.4, 24576 x 1536 18.9-19.2 /
+ *    17.1-17.4, 7168 x 16384 (917 KiB a slice) 46.0-46.9 / 44.0-45.9
+ *    (session 19: 46.2 / 44.0), but 4096 x 7168 (224 KiB) 16.4-16.6 /
+ *    17.3-17.5, 4608 x 7168 (280 KiB) 17.6 / 19.0, 2112 x 7168 14.2-14.4 /
+ *    16.3-16.4. Not from the read pattern (bench/tma_roof.cu reads the
+ *    preshuffled tiles as the slices do at 2.9 TB/s, session 19), from the
+ *    L2 evict_first hint (off: no faster), or from every CTA reading the
+ *    same tile column at once (each CTA starting at its own K step changed
+ *    nothing); a fixed cost that long slices amortize.
  *  - Slices of at least M / 4 rows (every CTA reads all of x: M x K codes
  *    against S x K of weight; 2112 x 7168 with 16-row slices was the
  *    smallest measured) and a launch that fills 90% of the SMs. */
+constexpr size_t kSliceLongBytes = 512 * 1024;
 static bool slices_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
   if (prob->fused || !fp8gemm_cuda_slice_supported(s, prob)) return false;
   const char *env = getenv("FP8GEMM_CUDA_DECODE_SLICES");
@@ -1090,8 +1095,9 @@ static bool slices_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_proble
   const long long rows = fp8gemm_cuda_slice_rows(s, prob->N);
   const long long ctas = ((long long)prob->N + rows - 1) / rows;
   const size_t groups = (prob->K + 127) / 128;
+  const bool long_slices = (size_t)rows * prob->K >= kSliceLongBytes;
   return prob->M > 32 && (size_t)rows * 4 >= prob->M && ctas * 10 >= (long long)s->sm_count * 9 &&
-         (!prob->w_preshuffled || groups <= 18);
+         (!prob->w_preshuffled || groups <= 18 || long_slices);
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s,
