@@ -178,6 +178,11 @@ fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cud
 int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 /* Rows a CTA takes for N (0: no kernel covers N in one wave). */
 int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
+/* The ring a launch of slice width S gets for activation tiles of x_rows
+ * rows and `groups` K groups (want_stages > 0: at most that many): its
+ * stages (0: none fits) and, in *smem_bytes, the dynamic shared memory it
+ * needs. Host arithmetic only (tests/cuda/test_plans.c). */
+int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_stages, size_t *smem_bytes);
 fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s);
 fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 

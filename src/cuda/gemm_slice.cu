@@ -512,6 +512,13 @@ extern "C" int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s,
   return slice_smem(S, x_rows_for(p->M), (int)((p->K + 127) / 128), 0).stages >= kMinStages;
 }
 
+extern "C" int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_stages,
+                                       size_t *smem_bytes) {
+  const SliceSmem layout = slice_smem(S, x_rows, groups, want_stages);
+  if (smem_bytes) *smem_bytes = layout.stages > 0 ? layout.total : 0;
+  return layout.stages;
+}
+
 extern "C" int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N) {
   return slice_rows(s, N);
 }
