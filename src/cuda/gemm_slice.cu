@@ -93,12 +93,15 @@ struct SliceParams {
 
 /* Timestamps of a probe build (FP8GEMM_CUDA_PROBES; none otherwise, so a
  * release kernel carries no trace code): kTraceSlots events of every CTA,
- * then, for CTAs 0 and grid / 2, when each stage's copies were issued and
- * when its data was seen by the consumers. The probes cost the producer
+ * then, for CTAs 0 and grid / 2, when each stage's copies were issued, when
+ * its data was seen by the consumers and when their wgmmas on it were done
+ * (the rest of a step, to the same warpgroup's next stage, is the
+ * promotion and the scale loads). The probes cost the producer
  * warp a few spilled registers (its 40 are tight): the probe build's times
  * are for where the time goes, not for the tables. */
 #ifdef FP8GEMM_CUDA_PROBES
 constexpr int kTraceSlots = 8;
+constexpr int kTraceGroupKinds = 3; /* issued, seen, wgmmas done */
 enum {
   kTraceProducerStart, kTraceXIssued, kTraceLastIssued, kTraceScalesRead,
   kTraceFirstData, kTraceLastData, kTraceOddDone, kTraceEnd
@@ -110,7 +113,7 @@ enum {
 #define SLICE_TRACE_GROUP(kind, g) \
   do { \
     if (p.trace && (blockIdx.x == 0 || blockIdx.x == gridDim.x / 2)) \
-      p.trace[gridDim.x * kTraceSlots + (blockIdx.x == 0 ? 0 : 2 * kMaxGroups) + \
+      p.trace[gridDim.x * kTraceSlots + (blockIdx.x == 0 ? 0 : kTraceGroupKinds * kMaxGroups) + \
               (kind) * kMaxGroups + (g)] = global_ns(); \
   } while (0)
 #else
@@ -361,6 +364,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     wgmma_commit();
     wgmma_wait_all();
+    if (t == 0) SLICE_TRACE_GROUP(2, step);
     __syncwarp();
     if (lane == 0) mbar_arrive(smem_addr(empty_bar + slot));
     /* part[u][4j + e]: token m0 + 8 (e >> 1), slice row 8j + 2 tig + (e & 1),
@@ -456,7 +460,8 @@ int x_rows_for(size_t M) {
 
 #ifdef FP8GEMM_CUDA_PROBES
 constexpr int kTraceMaxCtas = 1024;
-constexpr size_t kTraceEntries = (size_t)kTraceMaxCtas * kTraceSlots + 4 * kMaxGroups;
+constexpr size_t kTraceEntries =
+    (size_t)kTraceMaxCtas * kTraceSlots + 2 * kTraceGroupKinds * kMaxGroups;
 
 /* FP8GEMM_CUDA_SLICE_TRACE=1 in a probe build (synchronizes): the last
  * launch's events, min/mean/max over the CTAs in us from the first
@@ -476,12 +481,14 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
   fprintf(stderr, "\n");
   const int G = groups_per_step(S), steps = (p.groups + G - 1) / G;
   for (int which = 0; which < 2; which++) {
-    const unsigned long long *g = host + (size_t)ctas * kTraceSlots + which * 2 * kMaxGroups;
-    fprintf(stderr, "slice trace CTA %d stages of %d groups (issued/seen us):", which ? ctas / 2 : 0,
-            G);
+    const unsigned long long *g =
+        host + (size_t)ctas * kTraceSlots + (size_t)which * kTraceGroupKinds * kMaxGroups;
+    fprintf(stderr, "slice trace CTA %d stages of %d groups (issued/seen/wgmmas done us):",
+            which ? ctas / 2 : 0, G);
     for (int k = 0; k < steps; k++)
-      fprintf(stderr, " %.2f/%.2f", ((double)g[k] - (double)origin) / 1000.0,
-              ((double)g[kMaxGroups + k] - (double)origin) / 1000.0);
+      fprintf(stderr, " %.2f/%.2f/%.2f", ((double)g[k] - (double)origin) / 1000.0,
+              ((double)g[kMaxGroups + k] - (double)origin) / 1000.0,
+              ((double)g[2 * kMaxGroups + k] - (double)origin) / 1000.0);
     fprintf(stderr, "\n");
   }
   return FP8GEMM_OK;
