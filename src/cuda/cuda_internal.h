@@ -179,7 +179,8 @@ int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda
 /* Rows a CTA takes for N (0: no kernel covers N in one wave). */
 int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
 /* The ring a launch of slice width S gets for activation tiles of x_rows
- * rows and `groups` K groups (want_stages > 0: at most that many): its
+ * rows and `groups` K groups (want_stages > 0: at most that many, and at
+ * least the two the consumers need): its
  * stages (0: none fits) and, in *smem_bytes, the dynamic shared memory it
  * needs. Host arithmetic only (tests/cuda/test_plans.c). */
 int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_stages, size_t *smem_bytes);

@@ -140,6 +140,7 @@ struct SliceSmem {
 
 SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
   SliceSmem l;
+  if (want_stages > 0 && want_stages < kMinStages) want_stages = kMinStages;
   const int G = groups_per_step(S);
   l.stage_bytes = (size_t)G * (x_rows + S) * 128;
   l.tables = (size_t)groups * (kARows + 2) * 4;
@@ -515,7 +516,7 @@ extern "C" int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s,
   if ((uintptr_t)p->w % 16 != 0 || (uintptr_t)p->xq % 16 != 0 || p->ldq % 16 != 0) return 0;
   const int S = slice_rows(s, p->N);
   if (!S) return 0;
-  /* A step waits for G stages at once; 2G let both warpgroups hold one. */
+  /* A ring of at least one stage a consumer warpgroup fits. */
   return slice_smem(S, x_rows_for(p->M), (int)((p->K + 127) / 128), 0).stages >= kMinStages;
 }
 
@@ -558,8 +559,7 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   /* Benchmark knob, read per call (host only): a shallower ring (rounded
    * down to an even count, see slice_smem). */
   const char *env = getenv("FP8GEMM_CUDA_SLICE_STAGES");
-  int want = env && *env ? atoi(env) : 0;
-  if (want > 0 && want < kMinStages) want = kMinStages;
+  const int want = env && *env ? atoi(env) : 0;
   const SliceSmem layout = slice_smem(S, p.x_rows, p.groups, want);
   if (layout.stages < 1)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
