@@ -173,8 +173,9 @@ fp8gemm_status fp8gemm_cuda_stream_prepare(fp8gemm_cuda_state *s);
 fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p,
                                         void *workspace, size_t workspace_bytes);
 
-/* gemm_slice.cu: decode kernel by row slices (M <= 64): S weight rows a CTA
- * over the whole of K, no row cut between CTAs, no workspace. */
+/* gemm_slice.cu: decode kernels by row slices (M <= 64): S weight rows a CTA
+ * over the whole of K, no row cut between CTAs, no workspace; or panels of
+ * 64 rows (the weight as wgmma's A) whose K steps a cluster's CTAs share. */
 int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 /* Rows a CTA takes for N (0: no kernel covers N in one wave). */
 int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
@@ -184,6 +185,12 @@ int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
  * stages (0: none fits) and, in *smem_bytes, the dynamic shared memory it
  * needs. Host arithmetic only (tests/cuda/test_plans.c). */
 int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_stages, size_t *smem_bytes);
+/* The ring of a panel launch (weight as A, gemm_slice.cu) for activation
+ * tiles of x_rows rows and a piece of at most max_groups K groups, as
+ * above; *ring_bytes its stages' bytes, *handoff_bytes what the final sums
+ * take of them. */
+int fp8gemm_cuda_panel_ring(int x_rows, int max_groups, int want_stages, size_t *smem_bytes,
+                            size_t *ring_bytes, size_t *handoff_bytes);
 fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s);
 fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 

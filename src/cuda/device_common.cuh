@@ -57,6 +57,43 @@ static __device__ __forceinline__ void store_pair(fp8gemm_dtype dtype, void *bas
   if (second_valid) store_element(dtype, base, index + 1, v1);
 }
 
+/* Stores y(m, n .. n + 7) = v + bias (rows ldy apart, columns below N):
+ * one 16-byte store where the run is whole and aligned (two for fp32),
+ * else element by element. */
+static __device__ __forceinline__ void store_run8(fp8gemm_dtype y_dtype, void *y, size_t ldy, int N,
+                                                  const float *bias, int m, int n, const float v[8]) {
+  float o[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) o[i] = v[i] + (bias && n + i < N ? __ldg(bias + n + i) : 0.0f);
+  const size_t at = (size_t)m * ldy + n;
+  if (y_dtype == FP8GEMM_DTYPE_F32 && n + 8 <= N &&
+      ((uintptr_t)(static_cast<float *>(y) + at) & 15) == 0) {
+    float4 *dst = reinterpret_cast<float4 *>(static_cast<float *>(y) + at);
+    dst[0] = make_float4(o[0], o[1], o[2], o[3]);
+    dst[1] = make_float4(o[4], o[5], o[6], o[7]);
+    return;
+  }
+  if (y_dtype != FP8GEMM_DTYPE_F32 && n + 8 <= N &&
+      ((uintptr_t)(static_cast<uint16_t *>(y) + at) & 15) == 0) {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      if (y_dtype == FP8GEMM_DTYPE_BF16) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * i], o[2 * i + 1]);
+        w[i] = *reinterpret_cast<const uint32_t *>(&h);
+      } else {
+        const __half2 h = __floats2half2_rn(o[2 * i], o[2 * i + 1]);
+        w[i] = *reinterpret_cast<const uint32_t *>(&h);
+      }
+    }
+    *reinterpret_cast<uint4 *>(static_cast<uint16_t *>(y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+    if (n + i < N) store_element(y_dtype, y, at + i, o[i]);
+}
+
 /* Round to nearest even, saturate to +-448, NaN -> NaN (the CPU codec). */
 static __device__ __forceinline__ uint8_t e4m3_from_float(float value) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(value, __NV_SATFINITE, __NV_E4M3));

@@ -39,7 +39,18 @@
  * holds only 8*MT of them and the rest of the 64 are whatever follows in
  * shared memory: rows of D depend only on the same rows of A, and rows >= M
  * are never stored, so the ring keeps its depth (the overrun past the
- * ring's end is padded). */
+ * ring's end is padded).
+ *
+ * Panels (gemm_panel_kernel, below): the same producer and ring with
+ * 64-row slices, but the weight as wgmma's A and the activation as B (n =
+ * 8 * ceil(M / 8)): a 16 KiB step then costs the tensor cores 8 x
+ * m64n(8..64)k32 instead of the slices' G x 4 x m64nSk32 over 64 activation
+ * rows however small M is (session 19: a slice step took ~1 us, 2.5 times
+ * its wgmmas). With fewer panels than SMs, a cluster of P CTAs shares a
+ * panel's K steps (4096 x 7168: 64 panels x 2), each reading only its
+ * share of x (the slices read all of x in every CTA: twice the weight's
+ * bytes in L2 traffic at M = 64), and the partial sums meet in the
+ * cluster's shared memory. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +99,7 @@ struct SliceParams {
   int x_rows;      /* activation rows a stage holds (8 * MT >= M) */
   int stages;
   int evict_first; /* weight copies with the L2 evict_first policy */
+  int pieces;      /* panels: CTAs (one cluster) that cut a panel's K steps */
   unsigned long long *trace; /* probe builds, FP8GEMM_CUDA_SLICE_TRACE=1: timestamps */
 };
 
@@ -138,20 +150,22 @@ struct SliceSmem {
   size_t stage_bytes, ring, pad, tables, total;
 };
 
-SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
+/* The deepest even ring (kMinStages .. kMaxStages, at most want_stages
+ * when > 0) of stages of stage_bytes whose last stage's reads reach
+ * `reach` bytes from its start, beside `tables` bytes of scales and the
+ * mbarriers, that fits the budget; stages = 0 if none. */
+SliceSmem ring_smem(size_t stage_bytes, size_t reach, size_t tables, int want_stages) {
   SliceSmem l;
   if (want_stages > 0 && want_stages < kMinStages) want_stages = kMinStages;
-  const int G = groups_per_step(S);
-  l.stage_bytes = (size_t)G * (x_rows + S) * 128;
-  l.tables = (size_t)groups * (kARows + 2) * 4;
+  l.stage_bytes = stage_bytes;
+  l.tables = tables;
   l.stages = 0;
   for (int st = kMaxStages; st >= kMinStages; st -= 2) {
     if (want_stages > 0 && st > want_stages) continue;
-    const size_t ring = st * l.stage_bytes;
-    /* The last stage's last A operand reads 64 rows from its start. */
-    const size_t reach = ring - l.stage_bytes + (size_t)(G - 1) * x_rows * 128 + (size_t)kARows * 128;
-    const size_t pad = reach > ring ? reach - ring : 0;
-    const size_t total = 1024 + ring + pad + l.tables + (size_t)st * 16;
+    const size_t ring = st * stage_bytes;
+    const size_t end = ring - stage_bytes + reach;
+    const size_t pad = end > ring ? end - ring : 0;
+    const size_t total = 1024 + ring + pad + tables + (size_t)st * 16;
     if (total <= (size_t)kSmemBudget) {
       l.stages = st;
       l.ring = ring;
@@ -161,6 +175,168 @@ SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
     }
   }
   return l;
+}
+
+SliceSmem slice_smem(int S, int x_rows, int groups, int want_stages) {
+  const int G = groups_per_step(S);
+  /* The last stage's last A operand reads 64 rows from its start. */
+  return ring_smem((size_t)G * (x_rows + S) * 128, (size_t)(G - 1) * x_rows * 128 + (size_t)kARows * 128,
+                   (size_t)groups * (kARows + 2) * 4, want_stages);
+}
+
+/* The producer warp (lane 0 issues) of both kernels: steps 0 .. steps - 1
+ * of G = groups_per_step(S) K groups each, from group g_begin (the last
+ * step short where g_end cuts it), step st into ring slot st % stages:
+ * the activation tiles of its groups (x_tile_bytes each), then the weight
+ * rows r_start .. r_start + S - 1 of each group (S x 128 bytes, in (at
+ * most) two 128-row blocks: rows_dst0 of them from row a0 of block b0, the
+ * other rows_dst1 from row 0 of block b0 + 1; past N, fewer). The weight
+ * copies of the first ring's worth go out before the wait for the previous
+ * kernel (the weight is read-only while a handle lives); the activation's
+ * after it. */
+template <int S, bool kPreshuffled, bool kOneBlock>
+__device__ __forceinline__ void produce_steps(const SliceParams &p, const CUtensorMap *map_x,
+                                              const CUtensorMap *map_w, uint8_t *smem,
+                                              uint64_t *full_bar, uint64_t *empty_bar,
+                                              int x_tile_bytes, int r_start, int g_begin,
+                                              int g_end, int lane) {
+  constexpr int G = kGroupsPerStep<S>;
+  constexpr int kWTileBytes = S * 128;
+  const int x_part_bytes = G * x_tile_bytes;
+  const int stage_bytes = x_part_bytes + G * kWTileBytes;
+  const int steps = (g_end - g_begin + G - 1) / G;
+  /* kOneBlock (the panels): the rows lie in one block, known at compile
+   * time (fewer live registers in the producer's 40; the slices' producer
+   * spills with it, for ptxas's own reasons). */
+  static_assert(!kOneBlock || 128 % S == 0, "one block: a width dividing 128");
+  const int b0 = r_start / 128, a0 = r_start % 128;
+  const int rows_dst0 = kOneBlock ? S : min(S, 128 - a0), rows_dst1 = S - rows_dst0;
+  SLICE_TRACE(kTraceProducerStart);
+  const uint64_t policy = l2_policy_evict_first();
+  const int rows_b0 = min(128, p.N - b0 * 128);
+  const int avail0 = min(rows_dst0, rows_b0 - a0);
+  const int b1 = b0 + 1;
+  const int avail1 =
+      !kOneBlock && rows_dst1 > 0 && b1 < p.block_rows ? min(rows_dst1, min(128, p.N - b1 * 128)) : 0;
+  const int early = min(p.stages, steps);
+  /* The copies (or, narrow, the stores) of group g's slice into dst; the
+   * bytes they bring are armed by the caller first. */
+  auto issue_w = [&](uint8_t *dst, int g, uint32_t bar) {
+    if (!kPreshuffled) {
+      if (lane == 0) {
+        if (p.evict_first) tma_load_2d_hint(smem_addr(dst), map_w, g * 128, r_start, bar, policy);
+        else tma_load_2d(smem_addr(dst), map_w, g * 128, r_start, bar);
+      }
+      return;
+    }
+    const int width = min(128, p.K - g * 128);
+    const uint8_t *tile0 = p.w + (size_t)b0 * 128 * p.K + (size_t)g * 128 * rows_b0;
+    const uint8_t *tile1 =
+        avail1 ? p.w + (size_t)b1 * 128 * p.K + (size_t)g * 128 * min(128, p.N - b1 * 128) : NULL;
+    if (width < 128) {
+      /* The narrow last K tile is stored unswizzled, rows of `width`
+       * bytes: written by the warp, then fenced for the tensor cores. */
+      copy_narrow_tile(dst, tile0 + (size_t)a0 * width, avail0, width, lane, rows_dst0);
+      if (rows_dst1 > 0)
+        copy_narrow_tile(dst + rows_dst0 * 128, tile1, avail1, width, lane, rows_dst1);
+      fence_proxy_async();
+      return;
+    }
+    if (lane == 0) {
+      const uint8_t *src0 = tile0 + (size_t)a0 * 128;
+      if (p.evict_first) bulk_load_hint(smem_addr(dst), src0, avail0 * 128, bar, policy);
+      else bulk_load(smem_addr(dst), src0, avail0 * 128, bar);
+      if (avail1) {
+        if (p.evict_first)
+          bulk_load_hint(smem_addr(dst + rows_dst0 * 128), tile1, avail1 * 128, bar, policy);
+        else bulk_load(smem_addr(dst + rows_dst0 * 128), tile1, avail1 * 128, bar);
+      }
+    }
+  };
+  /* The activation tiles of step (stage) st, which lives in ring slot `slot`. */
+  auto issue_x = [&](int slot, int st) {
+    const uint32_t dst = smem_addr(smem + slot * stage_bytes), bar = smem_addr(full_bar + slot);
+    const int g0 = g_begin + st * G, count = min(G, g_end - g0);
+    for (int u = 0; u < count; u++)
+      tma_load_2d(dst + u * x_tile_bytes, map_x, (g0 + u) * 128, 0, bar);
+  };
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int st = 0; st < steps; st++) {
+    mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
+    const uint32_t bar = smem_addr(full_bar + stage);
+    uint8_t *w_dst = smem + stage * stage_bytes + x_part_bytes;
+    const int g0 = g_begin + st * G, count = min(G, g_end - g0);
+    /* Armed before the copies are issued (a copy may complete at once);
+     * the byte count of the preshuffled slice is known up front. Only the
+     * last group can be narrow (K % 128 != 0): written by the warp, no tx. */
+    const int last_width = min(128, p.K - (g0 + count - 1) * 128);
+    const bool narrow = kPreshuffled && last_width < 128;
+    const int full_groups = narrow ? count - 1 : count;
+    const uint32_t w_bytes =
+        (uint32_t)full_groups * (kPreshuffled ? (uint32_t)(avail0 + avail1) * 128 : (uint32_t)kWTileBytes);
+    if (narrow) issue_w(w_dst + (count - 1) * kWTileBytes, g0 + count - 1, bar);
+    __syncwarp();
+    if (lane == 0) mbar_arrive_expect_tx(bar, w_bytes + (uint32_t)(count * x_tile_bytes));
+    __syncwarp();
+    for (int u = 0; u < full_groups; u++) issue_w(w_dst + u * kWTileBytes, g0 + u, bar);
+    if (lane == 0) {
+      if (st >= early) issue_x(stage, st);
+      if (st == early - 1) {
+        griddep_wait();
+        for (int e = 0; e < early; e++) issue_x(e, e);
+        SLICE_TRACE(kTraceXIssued);
+      }
+      SLICE_TRACE_GROUP(0, st);
+    }
+    __syncwarp();
+    if (++stage == p.stages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+  if (lane == 0) SLICE_TRACE(kTraceLastIssued);
+}
+
+/* Both kernels' start: the ring's mbarriers (full: the producer's one
+ * arrival and the copies' bytes; empty: the 4 warps of the consuming
+ * warpgroup), then the next kernel in the stream may launch. */
+__device__ __forceinline__ void init_ring(uint64_t *full_bar, uint64_t *empty_bar, int stages) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; s++) {
+      mbar_init(smem_addr(full_bar + s), 1);
+      mbar_init(smem_addr(empty_bar + s), 4);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    fence_proxy_async();
+  }
+  __syncthreads();
+  griddep_launch_dependents();
+}
+
+/* A consumer step's wgmmas, both kernels: for each of its G groups u, 4 x
+ * wgmma m64nNk32 into part[u], A from a + u * a_stride, B from b + u *
+ * b_stride (a short last step, count < G, issues group 0's into its unused
+ * slots and the caller drops them: no conditional wgmma issue, which ptxas
+ * serializes); one wait, then the stage goes back to the producer (the
+ * warp's arrival on `empty`). */
+template <int N, int G>
+__device__ __forceinline__ void step_wgmmas(float (&part)[G][N / 2], uint32_t a, int a_stride,
+                                            uint32_t b, int b_stride, int count, uint32_t empty,
+                                            int lane) {
+  wgmma_fence();
+#pragma unroll
+  for (int u = 0; u < G; u++) {
+    const int v = u < count ? u : 0;
+    const uint32_t au = a + v * a_stride, bu = b + v * b_stride;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+      Wgmma<N>::run(part[u], smem_desc_sw128(au + kk * 32), smem_desc_sw128(bu + kk * 32), kk);
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+  __syncwarp();
+  if (lane == 0) mbar_arrive(empty);
 }
 
 template <int S, bool kPreshuffled>
@@ -183,113 +359,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t *empty_bar = full_bar + p.stages;
 
   const int lane = threadIdx.x % 32;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < p.stages; s++) {
-      mbar_init(smem_addr(full_bar + s), 1);
-      mbar_init(smem_addr(empty_bar + s), 4); /* the 4 warps of the consuming warpgroup */
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    fence_proxy_async();
-  }
-  __syncthreads();
-  griddep_launch_dependents();
+  init_ring(full_bar, empty_bar, p.stages);
 
   const int r_start = blockIdx.x * S;
-  /* The slice's rows lie in (at most) two 128-row blocks: rows_dst0 of them
-   * from row a0 of block b0 (stage rows 0..), the other rows_dst1 from row 0
-   * of block b0 + 1 (past N: fewer, avail0 / avail1 below). */
+  /* The slice's rows lie in (at most) two 128-row blocks, from row a0 of
+   * block b0 (produce_steps). */
   const int b0 = r_start / 128, a0 = r_start % 128;
-  const int rows_dst0 = min(S, 128 - a0), rows_dst1 = S - rows_dst0;
 
   if (threadIdx.x < 128) {
     producer_release_registers();
     if (threadIdx.x >= 32) return;
-    SLICE_TRACE(kTraceProducerStart);
-    const uint64_t policy = l2_policy_evict_first();
-    const int rows_b0 = min(128, p.N - b0 * 128);
-    const int avail0 = min(rows_dst0, rows_b0 - a0);
-    const int b1 = b0 + 1;
-    const int avail1 = rows_dst1 > 0 && b1 < p.block_rows ? min(rows_dst1, min(128, p.N - b1 * 128)) : 0;
-    /* Weight copies of the first ring's worth go out before the wait for the
-     * previous kernel (the weight is read-only while a handle lives). */
-    const int early = min(p.stages, steps);
-    /* The copies (or, narrow, the stores) of group g's slice into dst; the
-     * bytes they bring are armed by the caller first. */
-    auto issue_w = [&](uint8_t *dst, int g, uint32_t bar) {
-      if (!kPreshuffled) {
-        if (lane == 0) {
-          if (p.evict_first) tma_load_2d_hint(smem_addr(dst), &map_w, g * 128, r_start, bar, policy);
-          else tma_load_2d(smem_addr(dst), &map_w, g * 128, r_start, bar);
-        }
-        return;
-      }
-      const int width = min(128, p.K - g * 128);
-      const uint8_t *tile0 = p.w + (size_t)b0 * 128 * p.K + (size_t)g * 128 * rows_b0;
-      const uint8_t *tile1 =
-          avail1 ? p.w + (size_t)b1 * 128 * p.K + (size_t)g * 128 * min(128, p.N - b1 * 128) : NULL;
-      if (width < 128) {
-        /* The narrow last K tile is stored unswizzled, rows of `width`
-         * bytes: written by the warp, then fenced for the tensor cores. */
-        copy_narrow_tile(dst, tile0 + (size_t)a0 * width, avail0, width, lane, rows_dst0);
-        if (rows_dst1 > 0)
-          copy_narrow_tile(dst + rows_dst0 * 128, tile1, avail1, width, lane, rows_dst1);
-        fence_proxy_async();
-        return;
-      }
-      if (lane == 0) {
-        const uint8_t *src0 = tile0 + (size_t)a0 * 128;
-        if (p.evict_first) bulk_load_hint(smem_addr(dst), src0, avail0 * 128, bar, policy);
-        else bulk_load(smem_addr(dst), src0, avail0 * 128, bar);
-        if (avail1) {
-          if (p.evict_first)
-            bulk_load_hint(smem_addr(dst + rows_dst0 * 128), tile1, avail1 * 128, bar, policy);
-          else bulk_load(smem_addr(dst + rows_dst0 * 128), tile1, avail1 * 128, bar);
-        }
-      }
-    };
-    /* The activation tiles of step (stage) st, which lives in ring slot `slot`. */
-    auto issue_x = [&](int slot, int st) {
-      const uint32_t dst = smem_addr(smem + slot * stage_bytes), bar = smem_addr(full_bar + slot);
-      const int g0 = st * G, count = min(G, p.groups - g0);
-      for (int u = 0; u < count; u++)
-        tma_load_2d(dst + u * x_tile_bytes, &map_x, (g0 + u) * 128, 0, bar);
-    };
-    int stage = 0;
-    uint32_t phase = 0;
-    for (int st = 0; st < steps; st++) {
-      mbar_wait(smem_addr(empty_bar + stage), phase ^ 1);
-      const uint32_t bar = smem_addr(full_bar + stage);
-      uint8_t *w_dst = smem + stage * stage_bytes + x_part_bytes;
-      const int g0 = st * G, count = min(G, p.groups - g0);
-      /* Armed before the copies are issued (a copy may complete at once);
-       * the byte count of the preshuffled slice is known up front. Only the
-       * last group can be narrow (K % 128 != 0): written by the warp, no tx. */
-      const int last_width = min(128, p.K - (g0 + count - 1) * 128);
-      const bool narrow = kPreshuffled && last_width < 128;
-      const int full_groups = narrow ? count - 1 : count;
-      const uint32_t w_bytes =
-          (uint32_t)full_groups * (kPreshuffled ? (uint32_t)(avail0 + avail1) * 128 : (uint32_t)kWTileBytes);
-      if (narrow) issue_w(w_dst + (count - 1) * kWTileBytes, g0 + count - 1, bar);
-      __syncwarp();
-      if (lane == 0) mbar_arrive_expect_tx(bar, w_bytes + (uint32_t)(count * x_tile_bytes));
-      __syncwarp();
-      for (int u = 0; u < full_groups; u++) issue_w(w_dst + u * kWTileBytes, g0 + u, bar);
-      if (lane == 0) {
-        if (st >= early) issue_x(stage, st);
-        if (st == early - 1) {
-          griddep_wait();
-          for (int e = 0; e < early; e++) issue_x(e, e);
-          SLICE_TRACE(kTraceXIssued);
-        }
-        SLICE_TRACE_GROUP(0, st);
-      }
-      __syncwarp();
-      if (++stage == p.stages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
-    if (lane == 0) SLICE_TRACE(kTraceLastIssued);
+    produce_steps<S, kPreshuffled, false>(p, &map_x, &map_w, smem, full_bar, empty_bar,
+                                          x_tile_bytes, r_start, 0, p.groups, lane);
     return;
   }
 
@@ -333,9 +414,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < S / 2; i++) acc[i] = 0.0f;
   /* Steps of one stage (G consecutive K groups), warpgroup w taking the
    * steps of parity w: a step's G x 4 wgmmas go out together into G
-   * partials and one wait covers them. A short last step issues group g0's
-   * wgmmas into its unused slots (no conditional wgmma issue, which ptxas
-   * serializes) and drops them. */
+   * partials and one wait covers them (step_wgmmas). */
   for (int step = wg; step < steps; step += 2) {
     const int g0 = step * G, count = min(G, p.groups - g0);
     const int slot = step % p.stages;
@@ -354,20 +433,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (t == 0 && step == steps - 1) SLICE_TRACE(kTraceLastData);
     float part[G][S / 2];
     const uint32_t stage_s = ring_s + slot * stage_bytes;
-    wgmma_fence();
-#pragma unroll
-    for (int u = 0; u < G; u++) {
-      const int v = u < count ? u : 0;
-      const uint32_t a = stage_s + v * x_tile_bytes, b = stage_s + x_part_bytes + v * kWTileBytes;
-#pragma unroll
-      for (int kk = 0; kk < 4; kk++)
-        Wgmma<S>::run(part[u], smem_desc_sw128(a + kk * 32), smem_desc_sw128(b + kk * 32), kk);
-    }
-    wgmma_commit();
-    wgmma_wait_all();
+    step_wgmmas<S, G>(part, stage_s, x_tile_bytes, stage_s + x_part_bytes, kWTileBytes, count,
+                      smem_addr(empty_bar + slot), lane);
     if (t == 0) SLICE_TRACE_GROUP(2, step);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(smem_addr(empty_bar + slot));
     /* part[u][4j + e]: token m0 + 8 (e >> 1), slice row 8j + 2 tig + (e & 1),
      * which is in block b0 + 1 from slice row 128 - a0 on. */
 #pragma unroll
@@ -419,6 +487,168 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (t == 0) SLICE_TRACE(kTraceEnd);
 }
 
+/* Panels (weight as A): CTA c holds the 64 weight rows of panel c / P
+ * (rows 64 (c / P) ..), over piece c % P of the K steps (P = p.pieces: 1,
+ * or a cluster of P CTAs along x). The producer is the slices' with S =
+ * 64; a step's G x 4 wgmma m64n(XR)k32 take the panel rows as A and the
+ * activation tile (XR = 8 * ceil(M / 8) rows, exactly what the copy brings)
+ * as B, into partials of 64 rows x XR tokens (XR / 2 floats a thread), so a
+ * weight byte costs the tensor cores n = XR columns, not the 64 activation
+ * rows A always spans in the slices. Each 64-row panel lies in one
+ * 128-row weight-scale block: one sw(g) a group.
+ *
+ * Hand-off: each warpgroup puts its sums in its own shared memory area
+ * ([token][64 rows], rows padded to kPanelRowFloats), the cluster meets,
+ * and CTA rank r adds up its share of the (token, 8-row run) units over
+ * the pieces in rank order, warpgroup 0 then 1 in each, and stores them
+ * (16-byte stores along N): a fixed order, the same bits on every run. */
+constexpr int kPanelRows = 64;
+constexpr int kPanelRowFloats = 68; /* a warp's stores of one register: 32 banks */
+
+/* A panel launch's scale tables: sx [max_groups][x_rows], sw [max_groups],
+ * rounded up to 16 bytes (the mbarriers follow). */
+__host__ __device__ constexpr int panel_tables_bytes(int x_rows, int max_groups) {
+  return (max_groups * (x_rows + 1) * 4 + 15) / 16 * 16;
+}
+
+template <int XR, bool kPreshuffled>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_panel_kernel(const __grid_constant__ CUtensorMap map_x,
+                      const __grid_constant__ CUtensorMap map_w, const SliceParams p) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t *smem = reinterpret_cast<uint8_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  constexpr int S = kPanelRows;
+  constexpr int G = kGroupsPerStep<S>;
+  constexpr int kWTileBytes = S * 128;
+  constexpr int x_tile_bytes = XR * 128;
+  constexpr int x_part_bytes = G * x_tile_bytes;
+  constexpr int stage_bytes = x_part_bytes + G * kWTileBytes;
+  const int panel = blockIdx.x / p.pieces, piece = blockIdx.x % p.pieces;
+  const int all_steps = (p.groups + G - 1) / G;
+  const int step_begin = piece * all_steps / p.pieces, step_end = (piece + 1) * all_steps / p.pieces;
+  const int g_begin = step_begin * G, g_end = min(p.groups, step_end * G);
+  const int groups = g_end - g_begin, steps = step_end - step_begin;
+  const int max_groups = (all_steps + p.pieces - 1) / p.pieces * G; /* the tables' size */
+  float *sx_table = reinterpret_cast<float *>(smem + p.stages * stage_bytes);
+  float *sw_table = sx_table + max_groups * XR;
+  uint64_t *full_bar = reinterpret_cast<uint64_t *>(reinterpret_cast<uint8_t *>(sx_table) +
+                                                    panel_tables_bytes(XR, max_groups));
+  uint64_t *empty_bar = full_bar + p.stages;
+
+  const int lane = threadIdx.x % 32;
+  init_ring(full_bar, empty_bar, p.stages);
+
+  const int r_start = panel * S;
+  if (threadIdx.x < 128) {
+    producer_release_registers();
+    if (threadIdx.x >= 32) return;
+    produce_steps<S, kPreshuffled, true>(p, &map_x, &map_w, smem, full_bar, empty_bar,
+                                         x_tile_bytes, r_start, g_begin, g_end, lane);
+    return;
+  }
+
+  /* Consumers. */
+  consumer_take_registers();
+  griddep_wait(); /* scales and y come after the previous kernel */
+  const int tid = threadIdx.x - 128;
+  const int wg = tid / 128, t = tid % 128, warp = t / 32;
+  const int gid = lane / 4, tig = lane % 4;
+  /* Scales of the piece's K groups, once: sx(m, g) for the XR tokens (0
+   * past M), sw of the panel's block. */
+  {
+    const int entries = groups * XR;
+    for (int i = tid; i < entries; i += 256) {
+      const int g = g_begin + i / XR, m = i % XR;
+      sx_table[i] =
+          m < p.M ? __ldg(p.x_scale + (size_t)m * p.sx_stride_m + (size_t)g * p.sx_stride_g) : 0.0f;
+    }
+    const int b = r_start / 128;
+    for (int i = tid; i < groups; i += 256) sw_table[i] = __ldg(p.w_scale + (size_t)b * p.groups + g_begin + i);
+  }
+  named_bar(1, 256);
+  if (tid == 0) SLICE_TRACE(kTraceScalesRead);
+
+  const uint32_t ring_s = smem_addr(smem);
+  const uint32_t sx_s = smem_addr(sx_table), sw_s = smem_addr(sw_table);
+  /* part[u][4j + e]: panel row warp * 16 + gid + 8 (e >> 1), token 8j + 2 tig + (e & 1). */
+  float acc[XR / 2];
+#pragma unroll
+  for (int i = 0; i < XR / 2; i++) acc[i] = 0.0f;
+  for (int step = wg; step < steps; step += 2) {
+    const int gl0 = step * G, count = min(G, groups - gl0);
+    const int slot = step % p.stages;
+    float2 scale[G][XR / 8]; /* sx of tokens 8j + 2 tig, + 1 times sw */
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      const int gl = gl0 + (u < count ? u : 0);
+      const float sw = lds_f32(sw_s + 4 * gl);
+#pragma unroll
+      for (int j = 0; j < XR / 8; j++) {
+        const uint32_t at = sx_s + 4 * (gl * XR + 8 * j + 2 * tig);
+        scale[u][j] = make_float2(lds_f32(at) * sw, lds_f32(at + 4) * sw);
+      }
+    }
+    mbar_wait(smem_addr(full_bar + slot), (uint32_t)(step / p.stages) & 1u);
+    if (t == 0) SLICE_TRACE_GROUP(1, step);
+    if (t == 0 && step == 0) SLICE_TRACE(kTraceFirstData);
+    if (t == 0 && step == steps - 1) SLICE_TRACE(kTraceLastData);
+    float part[G][XR / 2];
+    const uint32_t stage_s = ring_s + slot * stage_bytes;
+    step_wgmmas<XR, G>(part, stage_s + x_part_bytes, kWTileBytes, stage_s, x_tile_bytes, count,
+                       smem_addr(empty_bar + slot), lane);
+    if (t == 0) SLICE_TRACE_GROUP(2, step);
+#pragma unroll
+    for (int u = 0; u < G; u++) {
+      if (u >= count) break;
+#pragma unroll
+      for (int j = 0; j < XR / 8; j++) {
+        acc[4 * j + 0] = fmaf(part[u][4 * j + 0], scale[u][j].x, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[u][4 * j + 1], scale[u][j].y, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[u][4 * j + 2], scale[u][j].x, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[u][4 * j + 3], scale[u][j].y, acc[4 * j + 3]);
+      }
+    }
+  }
+  if (wg == 1 && t == 0) SLICE_TRACE(kTraceOddDone);
+
+  /* Every copy has landed and every wgmma is done once both warpgroups are
+   * here: the ring holds the sums, [warpgroup][token][row]. */
+  named_bar(1, 256);
+  constexpr int kAreaBytes = XR * kPanelRowFloats * 4;
+  const uint32_t sums = ring_s;
+  const int r0 = warp * 16 + gid;
+#pragma unroll
+  for (int j = 0; j < XR / 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int m = 8 * j + 2 * tig + (e & 1);
+      if (m < p.M)
+        sts_f32(sums + wg * kAreaBytes + 4 * (m * kPanelRowFloats + r0 + 8 * (e >> 1)), acc[4 * j + e]);
+    }
+  if (p.pieces > 1) cluster_sync_all();
+  else named_bar(1, 256);
+  const int units = p.M * (S / 8); /* (token, run of 8 rows) */
+  const int u_end = (piece + 1) * units / p.pieces;
+  for (int u = piece * units / p.pieces + tid; u < u_end; u += 256) {
+    const int m = u / (S / 8), c = u % (S / 8);
+    const uint32_t at = sums + 4 * (m * kPanelRowFloats + 8 * c);
+    float sum[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int q = 0; q < p.pieces; q++) {
+      const uint32_t base = p.pieces > 1 ? cluster_map(at, (uint32_t)q) : at;
+#pragma unroll
+      for (int w = 0; w < 2; w++) {
+        const float4 lo = ld_cluster_f4(base + w * kAreaBytes), hi = ld_cluster_f4(base + w * kAreaBytes + 16);
+        sum[0] += lo.x; sum[1] += lo.y; sum[2] += lo.z; sum[3] += lo.w;
+        sum[4] += hi.x; sum[5] += hi.y; sum[6] += hi.z; sum[7] += hi.w;
+      }
+    }
+    const int n = r_start + 8 * c;
+    if (n < p.N) store_run8(p.y_dtype, p.y, p.ldy, p.N, p.bias, m, n, sum);
+  }
+  if (p.pieces > 1) cluster_sync_all(); /* no CTA leaves while another reads its shared memory */
+  if (t == 0 && wg == 0) SLICE_TRACE(kTraceEnd);
+}
+
 typedef void (*slice_kernel_fn)(const CUtensorMap, const CUtensorMap, const SliceParams);
 
 template <int S>
@@ -441,6 +671,50 @@ slice_kernel_fn kernel_for(int S, bool preshuffled) {
     case 192: return pick_layout<192>(preshuffled);
     default: return NULL;
   }
+}
+
+template <int XR>
+slice_kernel_fn pick_panel_layout(bool preshuffled) {
+  return preshuffled ? gemm_panel_kernel<XR, true> : gemm_panel_kernel<XR, false>;
+}
+
+constexpr int kPanelXRows[] = {8, 16, 32, 64};
+
+slice_kernel_fn panel_kernel_for(int x_rows, bool preshuffled) {
+  switch (x_rows) {
+    case 8: return pick_panel_layout<8>(preshuffled);
+    case 16: return pick_panel_layout<16>(preshuffled);
+    case 32: return pick_panel_layout<32>(preshuffled);
+    case 64: return pick_panel_layout<64>(preshuffled);
+    default: return NULL;
+  }
+}
+
+/* A panel launch's ring: stages of G groups' activation tiles and 64-row
+ * weight slices (reads stay inside a stage), the scale tables of a
+ * piece's (at most) max_groups groups. */
+SliceSmem panel_smem(int x_rows, int max_groups, int want_stages) {
+  const size_t stage = (size_t)kGroupsPerStep<kPanelRows> * (x_rows + kPanelRows) * 128;
+  return ring_smem(stage, stage, (size_t)panel_tables_bytes(x_rows, max_groups), want_stages);
+}
+
+/* Pieces (one cluster) a 64-row panel's K steps are cut into, 0 where the
+ * panels do not fit one wave: the most of 8, 4, 2 with panels x P <= SMs,
+ * two steps a piece or more (one a consumer warpgroup) and every cluster
+ * resident at once (the decode kernels' count: one CTA an SM, as here),
+ * else 1. FP8GEMM_CUDA_PANEL_PIECES=P forces P where it fits. */
+int panel_pieces(const fp8gemm_cuda_state *s, size_t N, size_t K) {
+  const long long panels = (long long)((N + kPanelRows - 1) / kPanelRows);
+  if (panels > s->sm_count) return 0;
+  const int G = kGroupsPerStep<kPanelRows>;
+  const long long steps = (long long)(((K + 127) / 128 + G - 1) / G);
+  const char *env = getenv("FP8GEMM_CUDA_PANEL_PIECES");
+  const int forced = env && *env ? atoi(env) : 0;
+  for (int P = 8; P >= 2; P /= 2) {
+    if (forced && P != forced) continue;
+    if (panels * P <= s->sm_count && steps >= 2 * P && s->stream_max_clusters[P] >= panels) return P;
+  }
+  return 1;
 }
 
 /* Rows a CTA takes: the fewest (a multiple of 8 with a kernel) that cover
@@ -466,8 +740,10 @@ constexpr size_t kTraceEntries =
 
 /* FP8GEMM_CUDA_SLICE_TRACE=1 in a probe build (synchronizes): the last
  * launch's events, min/mean/max over the CTAs in us from the first
- * producer's start, then the two traced CTAs' stages (issued / seen). */
-fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, int ctas, int S) {
+ * producer's start, then the two traced CTAs' steps (of G groups; `steps`
+ * a CTA): issued, seen, wgmmas done. */
+fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, int ctas, int G,
+                                 int steps) {
   static unsigned long long host[kTraceEntries];
   FP8GEMM_CUDA_TRY(cudaMemcpyAsync(host, p.trace, sizeof host, cudaMemcpyDeviceToHost, s->stream),
                    "slice trace");
@@ -480,7 +756,6 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
   const unsigned long long origin =
       fp8gemm_cuda_print_trace_events(host, ctas, kTraceSlots, order, names, kTraceSlots);
   fprintf(stderr, "\n");
-  const int G = groups_per_step(S), steps = (p.groups + G - 1) / G;
   for (int which = 0; which < 2; which++) {
     const unsigned long long *g =
         host + (size_t)ctas * kTraceSlots + (size_t)which * kTraceGroupKinds * kMaxGroups;
@@ -498,6 +773,20 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
 
 }  // namespace
 
+/* Whether the launch takes the panels (weight as A) over the row slices:
+ * FP8GEMM_CUDA_SLICE_PANEL=1 wherever they fit, 0 never; by default where
+ * the panels and their pieces fill 90% of the SMs. Returns the pieces
+ * (panel_pieces), 0 for the slices. */
+int panels_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
+  const int pieces = panel_pieces(s, prob->N, prob->K);
+  if (!pieces) return 0;
+  const char *env = getenv("FP8GEMM_CUDA_SLICE_PANEL");
+  if (env && *env == '1') return pieces;
+  if (env && *env == '0') return 0;
+  const long long ctas = (long long)((prob->N + kPanelRows - 1) / kPanelRows) * pieces;
+  return ctas * 10 >= (long long)s->sm_count * 9 ? pieces : 0;
+}
+
 extern "C" fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s) {
   (void)s;
   for (int i = 0; i < kWidthCount; i++)
@@ -506,6 +795,12 @@ extern "C" fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s) {
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             kSmemBudget),
                        "decode GEMM (row slices): shared-memory limit");
+  for (int x_rows : kPanelXRows)
+    for (int pre = 0; pre < 2; pre++)
+      FP8GEMM_CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(panel_kernel_for(x_rows, pre)),
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            kSmemBudget),
+                       "decode GEMM (panels): shared-memory limit");
   return FP8GEMM_OK;
 }
 
@@ -527,6 +822,16 @@ extern "C" int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_s
   return layout.stages;
 }
 
+extern "C" int fp8gemm_cuda_panel_ring(int x_rows, int max_groups, int want_stages,
+                                       size_t *smem_bytes, size_t *ring_bytes,
+                                       size_t *handoff_bytes) {
+  const SliceSmem layout = panel_smem(x_rows, max_groups, want_stages);
+  if (smem_bytes) *smem_bytes = layout.stages > 0 ? layout.total : 0;
+  if (ring_bytes) *ring_bytes = layout.stages > 0 ? layout.ring : 0;
+  if (handoff_bytes) *handoff_bytes = (size_t)2 * x_rows * kPanelRowFloats * 4;
+  return layout.stages;
+}
+
 extern "C" int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N) {
   return slice_rows(s, N);
 }
@@ -537,7 +842,6 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
     return fp8gemm_set_error(FP8GEMM_ERROR_UNSUPPORTED,
                              "decode GEMM (row slices): no kernel for M=%zu N=%zu K=%zu", prob->M,
                              prob->N, prob->K);
-  const int S = slice_rows(s, prob->N);
   SliceParams p;
   p.w = prob->w;
   p.w_scale = prob->w_scale;
@@ -556,16 +860,25 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   p.x_rows = x_rows_for(prob->M);
   const char *evict = getenv("FP8GEMM_CUDA_STREAM_EVICT");
   p.evict_first = !(evict && *evict == '0');
+  const int pieces = panels_chosen(s, prob);
+  /* Weight rows a CTA copies (the panels' or the slice width) and K groups
+   * a step holds. */
+  const int S = pieces ? kPanelRows : slice_rows(s, prob->N);
+  const int G = groups_per_step(S), all_steps = (p.groups + G - 1) / G;
+  const int steps = pieces ? (all_steps + pieces - 1) / pieces : all_steps; /* a CTA, at most */
+  p.pieces = pieces ? pieces : 1;
   /* Benchmark knob, read per call (host only): a shallower ring (rounded
-   * down to an even count, see slice_smem). */
+   * down to an even count, see ring_smem). */
   const char *env = getenv("FP8GEMM_CUDA_SLICE_STAGES");
   const int want = env && *env ? atoi(env) : 0;
-  const SliceSmem layout = slice_smem(S, p.x_rows, p.groups, want);
+  const SliceSmem layout = pieces ? panel_smem(p.x_rows, steps * G, want)
+                                  : slice_smem(S, p.x_rows, p.groups, want);
   if (layout.stages < 1)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
                              "FP8GEMM_CUDA_SLICE_STAGES=%s: no ring fits", env ? env : "");
   p.stages = layout.stages;
-  const int ctas = (int)((prob->N + S - 1) / S);
+  const int ctas = pieces ? (int)((prob->N + kPanelRows - 1) / kPanelRows) * pieces
+                          : (int)((prob->N + S - 1) / S);
   p.trace = NULL;
 #ifdef FP8GEMM_CUDA_PROBES
   const char *trace = getenv("FP8GEMM_CUDA_SLICE_TRACE");
@@ -582,14 +895,17 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
                                                    (unsigned)S, "decode GEMM (row slices) weight"));
   else
     map_w = map_x; /* unused: bulk copies */
+  const bool pre = prob->w_preshuffled != 0;
   fp8gemm_cuda_launch launch;
-  fp8gemm_cuda_launch_init(&launch, s, (unsigned)ctas, kThreads, layout.total, 1, 0);
-  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config, kernel_for(S, prob->w_preshuffled != 0), map_x,
-                                      map_w, p),
+  fp8gemm_cuda_launch_init(&launch, s, (unsigned)ctas, kThreads, layout.total,
+                           (unsigned)p.pieces, 0);
+  FP8GEMM_CUDA_TRY(cudaLaunchKernelEx(&launch.config,
+                                      pieces ? panel_kernel_for(p.x_rows, pre) : kernel_for(S, pre),
+                                      map_x, map_w, p),
                    "decode GEMM (row slices) kernel launch");
   FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM (row slices) kernel launch");
 #ifdef FP8GEMM_CUDA_PROBES
-  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas, S));
+  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas, G, steps));
 #endif
   return FP8GEMM_OK;
 }

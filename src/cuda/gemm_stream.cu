@@ -431,50 +431,6 @@ __device__ __forceinline__ void add_share_of_row(const StreamParams &p, int b, i
  * different banks), in the ring (idle by then). */
 constexpr int kClusterRowFloats = 132;
 
-__device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr)
-               : "memory");
-  return v;
-}
-
-/* Stores y(m, n .. n + 7) = v + bias: one 16-byte store where the dtype is
- * 16-bit and the run is whole and aligned, else element by element. */
-__device__ __forceinline__ void store_run8(const StreamParams &p, int m, int n, const float v[8]) {
-  float o[8];
-#pragma unroll
-  for (int i = 0; i < 8; i++) o[i] = v[i] + (p.bias && n + i < p.N ? __ldg(p.bias + n + i) : 0.0f);
-  const size_t at = (size_t)m * p.ldy + n;
-  if (p.y_dtype == FP8GEMM_DTYPE_F32 && n + 8 <= p.N &&
-      ((uintptr_t)(static_cast<float *>(p.y) + at) & 15) == 0) {
-    float4 *dst = reinterpret_cast<float4 *>(static_cast<float *>(p.y) + at);
-    dst[0] = make_float4(o[0], o[1], o[2], o[3]);
-    dst[1] = make_float4(o[4], o[5], o[6], o[7]);
-    return;
-  }
-  if (p.y_dtype != FP8GEMM_DTYPE_F32 && n + 8 <= p.N &&
-      ((uintptr_t)(static_cast<uint16_t *>(p.y) + at) & 15) == 0) {
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      if (p.y_dtype == FP8GEMM_DTYPE_BF16) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(o[2 * i], o[2 * i + 1]);
-        w[i] = *reinterpret_cast<const uint32_t *>(&h);
-      } else {
-        const __half2 h = __floats2half2_rn(o[2 * i], o[2 * i + 1]);
-        w[i] = *reinterpret_cast<const uint32_t *>(&h);
-      }
-    }
-    *reinterpret_cast<uint4 *>(static_cast<uint16_t *>(p.y) + at) = make_uint4(w[0], w[1], w[2], w[3]);
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < 8; i++)
-    if (n + i < p.N) store_element(p.y_dtype, p.y, at + i, o[i]);
-}
-
 /* Cluster hand-off of block row b (the launch's clusters are its rows; CTA
  * rank r of a cluster holds piece r): each CTA puts its partial in its own
  * shared memory, the cluster meets, and each CTA adds up its share of the
@@ -520,7 +476,7 @@ __device__ __forceinline__ void cluster_add_row(const StreamParams &p, int b, in
       }
     }
     const int n = b * 128 + 8 * c;
-    if (n < p.N) store_run8(p, m, n, sum);
+    if (n < p.N) store_run8(p.y_dtype, p.y, p.ldy, p.N, p.bias, m, n, sum);
   }
   cluster_sync_all(); /* no CTA leaves while another reads its shared memory */
 }

@@ -473,6 +473,16 @@ static __device__ __forceinline__ uint32_t cluster_map(uint32_t addr, uint32_t r
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(addr), "r"(rank));
   return out;
 }
+/* A load from the shared memory of a cluster CTA (an address from
+ * cluster_map, or this CTA's own). */
+static __device__ __forceinline__ float4 ld_cluster_f4(uint32_t addr) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
 /* Default (CTA-scope release) semantics, as CUTLASS's cluster barriers: the
  * arriving warp's shared-memory reads are complete (wgmma waited), and a
  * cluster-scope release would first wait for its outstanding global loads

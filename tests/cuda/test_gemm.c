@@ -211,41 +211,79 @@ static void test_row_partitions(void **state) {
   ct_restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved_slices);
 }
 
-/* The row-slice decode kernel (gemm_slice.cu), forced: S = 8 * ceil(N / 8 /
- * SMs) rows a CTA over all of K. On 132 SMs: N = 500 (S = 8, the last slice
- * 4 rows), 2112 (16), 4096 (32), 4500 (40: slices straddle 128-row blocks,
- * the last block partial), 6000 (48), 7168 (56), 9000 (72 -> 96), 16000
- * (128), 24000 (192); K of 1 group (the second warpgroup idle), 400 and 1680
- * (a partial last group), 4096; every M up to 64 near the 8-row steps of the
- * activation tile; both layouts and scale layouts, three output types, bias
- * and none. Then 2112 x 7168 by default against the forced hand-off path
- * within tolerance (sum orders differ). */
-static void test_row_slices(void **state) {
-  (void)state;
+typedef struct {
+  size_t N, K;
+  fp8gemm_dtype y_dtype;
+  int bias;
+} decode_shape;
+
+/* The decode kernels of gemm_slice.cu forced (FP8GEMM_CUDA_DECODE_SLICES=1,
+ * FP8GEMM_CUDA_SLICE_PANEL=panel: "0" the row slices, "1" the panels) on
+ * `shapes` (the first quick_count in quick mode) at every M up to 64 near
+ * the 8-row steps of the activation tile, both layouts and scale layouts. */
+static void run_forced_decode(const char *what, const char *panel, const decode_shape *shapes,
+                              size_t count, size_t quick_count) {
   static const size_t ms[] = {1, 2, 7, 8, 9, 16, 17, 31, 33, 57, 63, 64};
   static const size_t ms_quick[] = {1, 9, 64};
   const size_t *m_list = ct_quick() ? ms_quick : ms;
   const size_t m_count = ct_quick() ? 3 : sizeof ms / sizeof ms[0];
   char *saved = ct_save_env("FP8GEMM_CUDA_DECODE_SLICES");
+  char *saved_panel = ct_save_env("FP8GEMM_CUDA_SLICE_PANEL");
   setenv("FP8GEMM_CUDA_DECODE_SLICES", "1", 1);
-  static const struct {
-    size_t N, K;
-    fp8gemm_dtype y_dtype;
-    int bias;
-  } shapes[] = {{500, 400, FP8GEMM_DTYPE_BF16, 1},   {2112, 1680, FP8GEMM_DTYPE_F16, 0},
-                {4096, 4096, FP8GEMM_DTYPE_BF16, 1}, {4500, 1680, FP8GEMM_DTYPE_F32, 1},
-                {6000, 128, FP8GEMM_DTYPE_BF16, 0},  {7168, 400, FP8GEMM_DTYPE_BF16, 1},
-                {9000, 1680, FP8GEMM_DTYPE_F16, 1},  {16000, 400, FP8GEMM_DTYPE_BF16, 0},
-                {24000, 1680, FP8GEMM_DTYPE_BF16, 1}};
-  const size_t count = ct_quick() ? 4 : sizeof shapes / sizeof shapes[0];
+  setenv("FP8GEMM_CUDA_SLICE_PANEL", panel, 1);
+  if (ct_quick() && quick_count < count) count = quick_count;
   for (size_t i = 0; i < count; i++) {
     const double tol = shapes[i].y_dtype == FP8GEMM_DTYPE_BF16 ? 2e-3 : 1e-3;
     const gemm_case c = {shapes[i].N, shapes[i].K, m_list, m_count, shapes[i].y_dtype,
                          shapes[i].bias, tol};
-    printf("# row slices forced: N=%zu K=%zu\n", shapes[i].N, shapes[i].K);
+    printf("# %s forced: N=%zu K=%zu\n", what, shapes[i].N, shapes[i].K);
     run_both_layouts(&c);
   }
+  ct_restore_env("FP8GEMM_CUDA_SLICE_PANEL", saved_panel);
   ct_restore_env("FP8GEMM_CUDA_DECODE_SLICES", saved);
+}
+
+/* The row-slice decode kernel (gemm_slice.cu), forced: S = 8 * ceil(N / 8 /
+ * SMs) rows a CTA over all of K. On 132 SMs: N = 500 (S = 8, the last slice
+ * 4 rows), 2112 (16), 4096 (32), 4500 (40: slices straddle 128-row blocks,
+ * the last block partial), 6000 (48), 7168 (56), 9000 (72 -> 96), 16000
+ * (128), 24000 (192); K of 1 group (the second warpgroup idle), 400 and 1680
+ * (a partial last group), 4096; three output types, bias and none. */
+static void test_row_slices(void **state) {
+  (void)state;
+  static const decode_shape shapes[] = {
+      {500, 400, FP8GEMM_DTYPE_BF16, 1},   {2112, 1680, FP8GEMM_DTYPE_F16, 0},
+      {4096, 4096, FP8GEMM_DTYPE_BF16, 1}, {4500, 1680, FP8GEMM_DTYPE_F32, 1},
+      {6000, 128, FP8GEMM_DTYPE_BF16, 0},  {7168, 400, FP8GEMM_DTYPE_BF16, 1},
+      {9000, 1680, FP8GEMM_DTYPE_F16, 1},  {16000, 400, FP8GEMM_DTYPE_BF16, 0},
+      {24000, 1680, FP8GEMM_DTYPE_BF16, 1}};
+  run_forced_decode("row slices", "0", shapes, sizeof shapes / sizeof shapes[0], 4);
+}
+
+/* The panels (gemm_slice.cu: 64 weight rows a CTA as wgmma's A, K steps of
+ * two groups cut over a cluster of P CTAs), forced. On 132 SMs: N = 4096
+ * (64 panels, P = 2), 500 (8 panels, the last 52 rows; P = 8 at K = 4096),
+ * 4500 (71 panels, P = 1, the last 20 rows), 2112 (33; P = 2 or 4 as the
+ * clusters fit), 7168 (112, P = 1); K of 1 group (one step: the second
+ * warpgroup idle), 400 (a partial last group, 2 steps), 1680 (7 steps, cut
+ * unevenly), 4096; three output types, bias and none. Then pieces forced
+ * to 2 and 4 (where they fit) on 2112 x 4096. */
+static void test_panels(void **state) {
+  (void)state;
+  static const decode_shape shapes[] = {
+      {4096, 1680, FP8GEMM_DTYPE_BF16, 1}, {500, 4096, FP8GEMM_DTYPE_F16, 1},
+      {4500, 400, FP8GEMM_DTYPE_F32, 1},   {2112, 128, FP8GEMM_DTYPE_BF16, 0},
+      {7168, 1680, FP8GEMM_DTYPE_BF16, 0}, {2112, 4096, FP8GEMM_DTYPE_F16, 1},
+      {4096, 400, FP8GEMM_DTYPE_F32, 0}};
+  run_forced_decode("panels", "1", shapes, sizeof shapes / sizeof shapes[0], 3);
+  char *saved = ct_save_env("FP8GEMM_CUDA_PANEL_PIECES");
+  static const char *pieces[] = {"2", "4"};
+  static const decode_shape cut = {2112, 4096, FP8GEMM_DTYPE_BF16, 1};
+  for (int i = 0; i < 2; i++) {
+    setenv("FP8GEMM_CUDA_PANEL_PIECES", pieces[i], 1);
+    run_forced_decode(i ? "panels in 4 pieces" : "panels in 2 pieces", "1", &cut, 1, 1);
+  }
+  ct_restore_env("FP8GEMM_CUDA_PANEL_PIECES", saved);
 }
 
 static void test_output_dtypes_and_bias(void **state) {
@@ -450,6 +488,7 @@ int main(void) {
       cmocka_unit_test(test_deepseek_shape_edges),
       cmocka_unit_test(test_row_partitions),
       cmocka_unit_test(test_row_slices),
+      cmocka_unit_test(test_panels),
       cmocka_unit_test(test_output_dtypes_and_bias),
       cmocka_unit_test(test_linear_from_x),
       cmocka_unit_test(test_large_configs),

@@ -5,7 +5,9 @@
  * stages (session 19: an odd ring let a warpgroup pass the parity wait of a
  * slot whose previous phase had not landed). Every ring the planner gives
  * must be even, fit the 227 KiB of shared memory, honour a requested depth,
- * and be the deepest even ring that fits. */
+ * and be the deepest even ring that fits. The panels' ring (same kernel
+ * file) also holds the final sums of both warpgroups once the steps are
+ * done. */
 #include <stddef.h>
 #include <stdio.h>
 
@@ -49,9 +51,34 @@ static void test_slice_ring_even_and_fits(void **state) {
   assert_true(plans > 1000);
 }
 
+static void test_panel_ring_even_fits_and_holds_sums(void **state) {
+  (void)state;
+  int plans = 0;
+  for (size_t xi = 0; xi < sizeof kXRows / sizeof kXRows[0]; xi++)
+    for (int groups = 1; groups <= kMaxGroups; groups++)
+      for (size_t qi = 0; qi < sizeof kWants / sizeof kWants[0]; qi++) {
+        const int x_rows = kXRows[xi], want = kWants[qi];
+        size_t bytes = 0, ring = 0, handoff = 0;
+        const int stages = fp8gemm_cuda_panel_ring(x_rows, groups, want, &bytes, &ring, &handoff);
+        /* Every panel plan fits (64-row stages of two groups, at most 32 KiB). */
+        if (stages % 2 != 0 || stages < 2 || stages > kMaxStages || bytes > (size_t)kSmemBudget ||
+            ring > bytes || handoff > ring || handoff < (size_t)2 * x_rows * 64 * 4 ||
+            (want > 0 && stages > (want < 2 ? 2 : want)) ||
+            (want == 0 &&
+             fp8gemm_cuda_panel_ring(x_rows, groups, stages + 2, NULL, NULL, NULL) != stages)) {
+          fprintf(stderr, "panel x_rows=%d groups=%d want=%d: %d stages, %zu bytes, ring %zu, sums %zu\n",
+                  x_rows, groups, want, stages, bytes, ring, handoff);
+          fail();
+        }
+        plans++;
+      }
+  assert_int_equal(plans, 4 * kMaxGroups * (int)(sizeof kWants / sizeof kWants[0]));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slice_ring_even_and_fits),
+      cmocka_unit_test(test_panel_ring_even_fits_and_holds_sums),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
