@@ -177,6 +177,9 @@ fp8gemm_status fp8gemm_cuda_gemm_stream(fp8gemm_cuda_state *s, const fp8gemm_cud
  * over the whole of K, no row cut between CTAs, no workspace; or panels of
  * 64 rows (the weight as wgmma's A) whose K steps a cluster's CTAs share. */
 int fp8gemm_cuda_slice_supported(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
+/* Whether the panels serve this launch by default (where the measurements
+ * put them ahead of the other decode kernels). */
+int fp8gemm_cuda_panels_preferred(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *p);
 /* Rows a CTA takes for N (0: no kernel covers N in one wave). */
 int fp8gemm_cuda_slice_rows(const fp8gemm_cuda_state *s, size_t N);
 /* The ring a launch of slice width S gets for activation tiles of x_rows

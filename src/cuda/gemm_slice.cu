@@ -773,18 +773,40 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
 
 }  // namespace
 
-/* Whether the launch takes the panels (weight as A) over the row slices:
- * FP8GEMM_CUDA_SLICE_PANEL=1 wherever they fit, 0 never; by default where
- * the panels and their pieces fill 90% of the SMs. Returns the pieces
- * (panel_pieces), 0 for the slices. */
-int panels_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
+/* Whether the panels run by default (the decode dispatch, slices_chosen in
+ * gemm_stream.cu, sends these launches here): their pieces, 0 if not.
+ * Measured on the H100 (session 20, bench/results/cuda-h100-2026-12-08-s20.md;
+ * graphs, weights rotated past L2; panels against the best other decode
+ * kernel, plain / preshuffled, us):
+ *  - one piece a panel, the panels alone filling 90% of the SMs (N = 7168:
+ *    112 CTAs): 7168 x 16384 M = 1 38.4 / 39.0 against 40.3 / 40.2, 7168 x
+ *    2048 M = 1 6.6 / 6.8 against 7.0 / 7.2, M = 64 7.8 / 8.2 against 8.4 /
+ *    8.7; but 7168 x 16384 M = 64 42.6 / 46.7 against the slices' 42.4 /
+ *    44.3: at M <= 32, or K of at most 32 groups;
+ *  - cut over clusters (4096 x 7168: 64 panels x 2; 2112 x 7168: 33 x 2):
+ *    preshuffled at M = 64 15.5 against 16.6 (the 128-row kernel; 18.4 the
+ *    slices) and 12.4 against 14.4; plain 15.9 against the slices' 14.6
+ *    and 11.7 against 12.2; at M <= 16 the 128-row kernel is faster (4096 x
+ *    7168 M = 1 11.7-11.9 against 12.6-12.7): preshuffled at M = 33..64. */
+int panels_preferred(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
   const int pieces = panel_pieces(s, prob->N, prob->K);
   if (!pieces) return 0;
+  if (pieces == 1) {
+    const long long ctas = (long long)((prob->N + kPanelRows - 1) / kPanelRows);
+    const bool fills = ctas * 10 >= (long long)s->sm_count * 9;
+    return fills && (prob->M <= 32 || (prob->K + 127) / 128 <= 32) ? 1 : 0;
+  }
+  return prob->M > 32 && prob->w_preshuffled ? pieces : 0;
+}
+
+/* Whether a launch of this file takes the panels (weight as A) over the
+ * row slices: FP8GEMM_CUDA_SLICE_PANEL=1 wherever they fit, 0 never, else
+ * panels_preferred. Returns the pieces (panel_pieces), 0 for the slices. */
+int panels_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
   const char *env = getenv("FP8GEMM_CUDA_SLICE_PANEL");
-  if (env && *env == '1') return pieces;
+  if (env && *env == '1') return panel_pieces(s, prob->N, prob->K);
   if (env && *env == '0') return 0;
-  const long long ctas = (long long)((prob->N + kPanelRows - 1) / kPanelRows) * pieces;
-  return ctas * 10 >= (long long)s->sm_count * 9 ? pieces : 0;
+  return panels_preferred(s, prob);
 }
 
 extern "C" fp8gemm_status fp8gemm_cuda_slice_prepare(fp8gemm_cuda_state *s) {
@@ -820,6 +842,11 @@ extern "C" int fp8gemm_cuda_slice_ring(int S, int x_rows, int groups, int want_s
   const SliceSmem layout = slice_smem(S, x_rows, groups, want_stages);
   if (smem_bytes) *smem_bytes = layout.stages > 0 ? layout.total : 0;
   return layout.stages;
+}
+
+extern "C" int fp8gemm_cuda_panels_preferred(const fp8gemm_cuda_state *s,
+                                             const fp8gemm_cuda_problem *p) {
+  return fp8gemm_cuda_slice_supported(s, p) && panels_preferred(s, p) > 0;
 }
 
 extern "C" int fp8gemm_cuda_panel_ring(int x_rows, int max_groups, int want_stages,

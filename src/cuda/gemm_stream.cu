@@ -1016,9 +1016,11 @@ extern "C" size_t fp8gemm_cuda_stream_fused_items(const fp8gemm_cuda_state *s, s
   return M * (size_t)fused_x_groups(plan_ranges(s, M, N, K), K);
 }
 
-/* Row slices (gemm_slice.cu) instead of this kernel's 128-row blocks:
- * FP8GEMM_CUDA_DECODE_SLICES=1 wherever the slice kernel runs, =0 never,
- * unset the built-in rule, from interleaved A/B runs on the H100 (sessions
+/* Row slices or panels (gemm_slice.cu) instead of this kernel's 128-row
+ * blocks: FP8GEMM_CUDA_DECODE_SLICES=1 wherever the slice kernel runs, =0
+ * never, unset the built-in rule: the panels where they measured fastest
+ * (fp8gemm_cuda_panels_preferred, at any M <= 64), else the row slices,
+ * from interleaved A/B runs on the H100 (sessions
  * 16 and 18, bench/results/cuda-h100-2026-12-07-s16.md and -s18.md), us,
  * this kernel / slices with stages of several K groups (session 18, two
  * runs):
@@ -1048,6 +1050,7 @@ static bool slices_chosen(const fp8gemm_cuda_state *s, const fp8gemm_cuda_proble
   const char *env = getenv("FP8GEMM_CUDA_DECODE_SLICES");
   if (env && *env == '1') return true;
   if (env && *env == '0') return false;
+  if (fp8gemm_cuda_panels_preferred(s, prob)) return true;
   const long long rows = fp8gemm_cuda_slice_rows(s, prob->N);
   const long long ctas = ((long long)prob->N + rows - 1) / rows;
   const size_t groups = (prob->K + 127) / 128;
