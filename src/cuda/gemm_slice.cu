@@ -775,28 +775,37 @@ fp8gemm_status print_slice_trace(fp8gemm_cuda_state *s, const SliceParams &p, in
 
 /* Whether the panels run by default (the decode dispatch, slices_chosen in
  * gemm_stream.cu, sends these launches here): their pieces, 0 if not.
- * Measured on the H100 (session 20, bench/results/cuda-h100-2026-12-08-s20.md;
- * graphs, weights rotated past L2; panels against the best other decode
- * kernel, plain / preshuffled, us):
- *  - one piece a panel, the panels alone filling 90% of the SMs (N = 7168:
- *    112 CTAs): 7168 x 16384 M = 1 38.4 / 39.0 against 40.3 / 40.2, 7168 x
- *    2048 M = 1 6.6 / 6.8 against 7.0 / 7.2, M = 64 7.8 / 8.2 against 8.4 /
- *    8.7; but 7168 x 16384 M = 64 42.6 / 46.7 against the slices' 42.4 /
- *    44.3: at M <= 32, or K of at most 32 groups;
+ * Measured on the H100 (session 20, two runs,
+ * bench/results/cuda-h100-2026-12-08-s20.md; graphs, weights rotated past
+ * L2; panels against the best other decode kernel, plain / preshuffled,
+ * us):
+ *  - one piece a panel, the panels alone filling 80% of the SMs (N = 7168:
+ *    112 CTAs on 132): 7168 x 2048 faster at every M measured (M = 1 6.5 /
+ *    6.9 against 6.9 / 7.1, 32 7.2 / 7.4 against 8.7 / 8.7, 64 7.8 / 8.3
+ *    against 8.3 / 8.7); 7168 x 16384 plain at M <= 32 (M = 1 38.3 against
+ *    40.0, 16 38.9 against 40.8, 32 39.5 against 41.8), preshuffled at M =
+ *    1 only (38.7 against 39.8; M = 16 45.6 against 40.5, not understood),
+ *    at M = 64 a tie plain (42.4 / 42.2) and slower preshuffled (46.4 /
+ *    44.3): every M up to 32 K groups, else plain at M <= 32 and
+ *    preshuffled at M = 1;
  *  - cut over clusters (4096 x 7168: 64 panels x 2; 2112 x 7168: 33 x 2):
- *    preshuffled at M = 64 15.5 against 16.6 (the 128-row kernel; 18.4 the
- *    slices) and 12.4 against 14.4; plain 15.9 against the slices' 14.6
- *    and 11.7 against 12.2; at M <= 16 the 128-row kernel is faster (4096 x
- *    7168 M = 1 11.7-11.9 against 12.6-12.7): preshuffled at M = 33..64. */
+ *    slower at M <= 16 (4096 x 7168 M = 1 12.5 / 12.8 against the 128-row
+ *    kernel's 11.9 / 11.6); faster at M = 32 (13.0 / 13.5 against 13.8 /
+ *    13.6; 9.6 / 9.7 against 10.7 / 10.6); at M = 64 preshuffled (15.2
+ *    against 16.4; 12.1 against 14.2) but not plain on 4096 x 7168 (15.5
+ *    against the slices' 14.1): M = 17..32, and preshuffled M = 33..64. */
 int panels_preferred(const fp8gemm_cuda_state *s, const fp8gemm_cuda_problem *prob) {
   const int pieces = panel_pieces(s, prob->N, prob->K);
   if (!pieces) return 0;
+  const size_t groups = (prob->K + 127) / 128;
   if (pieces == 1) {
     const long long ctas = (long long)((prob->N + kPanelRows - 1) / kPanelRows);
-    const bool fills = ctas * 10 >= (long long)s->sm_count * 9;
-    return fills && (prob->M <= 32 || (prob->K + 127) / 128 <= 32) ? 1 : 0;
+    if (ctas * 10 < (long long)s->sm_count * 8) return 0;
+    if (groups <= 32) return 1;
+    return (prob->w_preshuffled ? prob->M == 1 : prob->M <= 32) ? 1 : 0;
   }
-  return prob->M > 32 && prob->w_preshuffled ? pieces : 0;
+  if (prob->M <= 16) return 0;
+  return prob->M <= 32 || prob->w_preshuffled ? pieces : 0;
 }
 
 /* Whether a launch of this file takes the panels (weight as A) over the
