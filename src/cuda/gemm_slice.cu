@@ -505,6 +505,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 constexpr int kPanelRows = 64;
 constexpr int kPanelRowFloats = 68; /* a warp's stores of one register: 32 banks */
 
+/* K groups a panel's piece holds at most, its steps of G groups cut
+ * evenly over `pieces`: what its scale tables are sized for, on the host
+ * (panel_smem's plan) and in the kernel (the mbarriers' place) alike. */
+__host__ __device__ constexpr int panel_max_groups(int groups, int pieces) {
+  return ((groups + kGroupsPerStep<kPanelRows> - 1) / kGroupsPerStep<kPanelRows> + pieces - 1) /
+         pieces * kGroupsPerStep<kPanelRows>;
+}
+
 /* A panel launch's scale tables: sx [max_groups][x_rows], sw [max_groups],
  * rounded up to 16 bytes (the mbarriers follow). */
 __host__ __device__ constexpr int panel_tables_bytes(int x_rows, int max_groups) {
@@ -528,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int step_begin = piece * all_steps / p.pieces, step_end = (piece + 1) * all_steps / p.pieces;
   const int g_begin = step_begin * G, g_end = min(p.groups, step_end * G);
   const int groups = g_end - g_begin, steps = step_end - step_begin;
-  const int max_groups = (all_steps + p.pieces - 1) / p.pieces * G; /* the tables' size */
+  const int max_groups = panel_max_groups(p.groups, p.pieces); /* the tables' size */
   float *sx_table = reinterpret_cast<float *>(smem + p.stages * stage_bytes);
   float *sw_table = sx_table + max_groups * XR;
   uint64_t *full_bar = reinterpret_cast<uint64_t *>(reinterpret_cast<uint8_t *>(sx_table) +
@@ -897,17 +905,14 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
   const char *evict = getenv("FP8GEMM_CUDA_STREAM_EVICT");
   p.evict_first = !(evict && *evict == '0');
   const int pieces = panels_chosen(s, prob);
-  /* Weight rows a CTA copies (the panels' or the slice width) and K groups
-   * a step holds. */
+  /* Weight rows a CTA copies: the panels' or the slice width. */
   const int S = pieces ? kPanelRows : slice_rows(s, prob->N);
-  const int G = groups_per_step(S), all_steps = (p.groups + G - 1) / G;
-  const int steps = pieces ? (all_steps + pieces - 1) / pieces : all_steps; /* a CTA, at most */
   p.pieces = pieces ? pieces : 1;
   /* Benchmark knob, read per call (host only): a shallower ring (rounded
    * down to an even count, see ring_smem). */
   const char *env = getenv("FP8GEMM_CUDA_SLICE_STAGES");
   const int want = env && *env ? atoi(env) : 0;
-  const SliceSmem layout = pieces ? panel_smem(p.x_rows, steps * G, want)
+  const SliceSmem layout = pieces ? panel_smem(p.x_rows, panel_max_groups(p.groups, pieces), want)
                                   : slice_smem(S, p.x_rows, p.groups, want);
   if (layout.stages < 1)
     return fp8gemm_set_error(FP8GEMM_ERROR_INVALID_ARGUMENT,
@@ -941,7 +946,12 @@ extern "C" fp8gemm_status fp8gemm_cuda_gemm_slice(fp8gemm_cuda_state *s,
                    "decode GEMM (row slices) kernel launch");
   FP8GEMM_CUDA_TRY(cudaGetLastError(), "decode GEMM (row slices) kernel launch");
 #ifdef FP8GEMM_CUDA_PROBES
-  if (p.trace) FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas, G, steps));
+  if (p.trace) {
+    /* K groups a step holds, and steps a CTA (at most). */
+    const int G = groups_per_step(S);
+    const int steps = (pieces ? panel_max_groups(p.groups, pieces) : p.groups + G - 1) / G;
+    FP8GEMM_RETURN_IF_ERROR(print_slice_trace(s, p, ctas, G, steps));
+  }
 #endif
   return FP8GEMM_OK;
 }
